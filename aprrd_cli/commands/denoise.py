@@ -1,0 +1,83 @@
+"""``aprrd denoise INPUT OUTPUT``: the everyday command."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from aprrd_cli.cli import app
+from aprrd_cli.commands.options import DEVICE, THREADS
+from aprrd_cli.console import console, progress
+from aprrd_cli.denoise import DEFAULT_MODEL, check_model_path, denoise_file, plan_jobs
+from aprrd_cli.device import describe, resolve_device, set_threads
+from aprrd_cli.errors import AprrdError
+from aprrd_cli.infer import DEFAULT_OVERLAP, Denoiser
+from aprrd_cli.models.checkpoint import load_model
+
+
+@app.command()
+def denoise(
+    input: Path = typer.Argument(..., help="An image (PNG, TIFF, JPEG) or a folder of them.", show_default=False),
+    output: Path = typer.Argument(..., help="Output image, or folder when INPUT is a folder.", show_default=False),
+    model: Path = typer.Option(
+        DEFAULT_MODEL, "--model", "-m", help="Student or teacher checkpoint (ours or official)."
+    ),
+    device: str = DEVICE,
+    tile: int = typer.Option(
+        None,
+        "--tile",
+        min=0,
+        help="Tile core size in pixels; 0 = whole image. Default: tile images over 1 MP.",
+        show_default=False,
+    ),
+    overlap: int = typer.Option(DEFAULT_OVERLAP, "--overlap", min=0, help="Context margin around each tile."),
+    bit_depth: int = typer.Option(
+        None, "--bit-depth", help="8 or 16 bits per channel (default: as the input).", show_default=False
+    ),
+    threads: int = THREADS,
+) -> None:
+    """Denoise an image or a folder of images (sub-folders kept, bad files reported and skipped)."""
+    if bit_depth not in (None, 8, 16):
+        raise AprrdError(f"--bit-depth must be 8 or 16, got {bit_depth}", exit_code=2)
+    jobs, is_folder = plan_jobs(input, output)
+    check_model_path(model)
+    dev = resolve_device(device)
+    set_threads(threads)
+    loaded = load_model(model, map_location="cpu")
+    den = Denoiser(loaded.model, dev, tile=tile, overlap=overlap)
+    console.print(f"model: {model} ({loaded.kind} {loaded.arch}, {loaded.source}) on {describe(dev)}")
+
+    failed: list[tuple[Path, str]] = []
+    mp_total, t0 = 0.0, time.perf_counter()
+    with progress("img" if is_folder else "tile") as bar:
+        images = bar.add_task("images", total=len(jobs)) if is_folder else None
+        tiles = bar.add_task("tiles", total=None, visible=not is_folder)
+
+        def on_tile(done: int, total: int) -> None:
+            bar.update(tiles, completed=done, total=total, visible=total > 1 or not is_folder)
+
+        for job in jobs:
+            bar.reset(tiles, total=None)
+            if is_folder:
+                bar.update(images, description=job.src.name[:30])
+            try:
+                mp_total += denoise_file(den, job, bit_depth, on_tile)
+            except AprrdError as e:
+                if not is_folder:
+                    raise
+                failed.append((job.src, str(e)))
+                bar.console.print(f"[yellow]skipped[/yellow] {e}")
+            if images is not None:
+                bar.advance(images)
+    seconds = time.perf_counter() - t0
+    done = len(jobs) - len(failed)
+    rate = f", {seconds / mp_total:.2f} s/MP" if mp_total else ""
+    console.print(
+        f"denoised {done} image{'s' if done != 1 else ''} ({mp_total:.2f} MP) in {seconds:.1f} s{rate}"
+        + (f"; {len(failed)} failed" if failed else "")
+        + f" -> {output}"
+    )
+    if failed:
+        raise typer.Exit(1)

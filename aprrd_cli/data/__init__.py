@@ -1,0 +1,1 @@
+"""Data: image files, dataset formats, the prepared store and its sampler."""

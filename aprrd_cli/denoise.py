@@ -1,0 +1,135 @@
+"""Denoising files and folders: the library behind ``aprrd denoise``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aprrd_cli.console import warn
+from aprrd_cli.data.images import (
+    ImageInfo,
+    check_writable,
+    format_for,
+    from_float,
+    is_image_path,
+    read_image,
+    to_float,
+    write_image,
+)
+from aprrd_cli.errors import AprrdError, InputError
+from aprrd_cli.infer import Denoiser
+
+DEFAULT_MODEL = Path("runs/rd/student.pth")
+BIT_DEPTHS = {8: "uint8", 16: "uint16"}
+
+
+@dataclass
+class Job:
+    src: Path
+    dst: Path
+
+
+def plan_jobs(inp: Path, out: Path) -> tuple[list[Job], bool]:
+    """The (input, output) pairs for a file or a folder; True when INPUT is a folder."""
+    if not inp.exists():
+        raise InputError(f"{inp}: no such file or folder")
+    if inp.resolve() == out.resolve():
+        raise InputError(f"output {out} is the input itself; choose another output path")
+    if inp.is_dir():
+        if out.exists() and not out.is_dir():
+            raise InputError(f"{out} is a file, but INPUT is a folder; give an output folder")
+        out_resolved = out.resolve()
+        jobs = []
+        for root, dirs, files in os.walk(inp):
+            rootp = Path(root)
+            # never read back our own outputs when OUTPUT lies inside INPUT
+            dirs[:] = sorted(d for d in dirs if (rootp / d).resolve() != out_resolved and not d.startswith("."))
+            for name in sorted(files):
+                p = rootp / name
+                if is_image_path(p) and not name.startswith("."):
+                    jobs.append(Job(p, out / p.relative_to(inp)))
+        if not jobs:
+            raise InputError(f"{inp} holds no PNG, TIFF or JPEG images")
+        return jobs, True
+    if out.is_dir():
+        out = out / inp.name
+        if out.resolve() == inp.resolve():
+            raise InputError(f"output {out} is the input itself; choose another output path")
+    format_for(out)
+    return [Job(inp, out)], False
+
+
+def target_dtype(info: ImageInfo, dst: Path, bit_depth: int | None) -> str:
+    """The output dtype: the input's, unless --bit-depth says otherwise or the format can't hold it."""
+    if bit_depth is not None:
+        dtype = BIT_DEPTHS[bit_depth]
+        check_writable(dst, dtype)
+        return dtype
+    fmt = format_for(dst)
+    if fmt == "jpeg":
+        return "uint8"
+    if fmt == "png" and info.dtype == "float32":
+        return "uint16"
+    return info.dtype
+
+
+def _convert_alpha(alpha: np.ndarray, dtype: str) -> np.ndarray:
+    if alpha.dtype.name == dtype:
+        return alpha  # untouched
+    f, _ = to_float(alpha)
+    return from_float(f, dtype)
+
+
+def denoise_array(
+    denoiser: Denoiser,
+    arr: np.ndarray,
+    info: ImageInfo,
+    dtype: str,
+    name: str = "image",
+    on_tile: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Denoise an ``H x W x C`` array of any supported kind; grey stays grey, alpha passes through."""
+    f, clipped = to_float(arr, name)
+    if clipped:
+        warn(f"{name}: {clipped} values outside [0, 1] were clipped")
+    c = f.shape[2]
+    colour = f[:, :, :3] if c >= 3 else np.repeat(f[:, :, :1], 3, axis=2)
+    x = torch.from_numpy(np.ascontiguousarray(colour.transpose(2, 0, 1)))[None]
+    y = denoiser(x, on_tile)[0].numpy().transpose(1, 2, 0)
+    if c <= 2:
+        y = y.mean(axis=2, keepdims=True)
+    out = from_float(y, dtype)
+    if c in (2, 4):
+        out = np.concatenate((out, _convert_alpha(arr[:, :, -1:], dtype)), axis=2)
+    return out
+
+
+def denoise_file(
+    denoiser: Denoiser,
+    job: Job,
+    bit_depth: int | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> float:
+    """Denoise one file atomically; returns its megapixels."""
+    arr, info = read_image(job.src)
+    dtype = target_dtype(info, job.dst, bit_depth)
+    out = denoise_array(denoiser, arr, info, dtype, str(job.src), on_tile)
+    write_image(job.dst, out)
+    return arr.shape[0] * arr.shape[1] / 1e6
+
+
+def missing_model_message(path: Path) -> str:
+    return (
+        f"no model at {path}; train one (aprrd train-apr, then aprrd distill) or pass --model, "
+        "e.g. the official release's NBSN_SIDD_Medium.pth"
+    )
+
+
+def check_model_path(path: Path) -> None:
+    if not path.exists():
+        raise AprrdError(missing_model_message(path))

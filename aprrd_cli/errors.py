@@ -1,0 +1,26 @@
+"""User-facing errors: one line that says what is wrong and what to do."""
+
+from __future__ import annotations
+
+
+class AprrdError(Exception):
+    """An error the user can fix; the CLI prints it on one line, without a traceback."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(" ".join(message.split()))
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class InputError(AprrdError):
+    """A bad input file (image, checkpoint, dataset file)."""
+
+
+class CheckpointError(InputError):
+    """A file that is not the checkpoint that was expected."""
+
+
+class DeviceError(AprrdError):
+    """A requested device that is not present."""

@@ -1,0 +1,142 @@
+"""Padded, tiled inference for the teacher and the students (METHOD section 5).
+
+The networks need sides that are multiples of 32. A whole image is reflect-padded
+(the teacher by 16 more on every side, as the method specifies), run, and cropped
+back. Large images are cut into overlapping windows of the *padded* image; each keeps
+only its centre, so tiles see the same zero-padded borders the whole image would and
+agree with the whole-image result to about one grey level at the default margin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aprrd_cli.models.teacher import INFER_SHIFT
+
+MULTIPLE = 32
+TEACHER_PAD = 16
+DEFAULT_TILE = 512
+DEFAULT_OVERLAP = 96
+AUTO_TILE_PIXELS = 1024 * 1024  # padded images above this are tiled by default
+
+
+def reflect_pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
+    """Reflect padding of any size, even beyond the image's own extent.
+
+    ``F.pad(mode='reflect')`` needs the pad to be smaller than the side; larger pads
+    are built by reflecting repeatedly. A side of one pixel can only be replicated.
+    """
+    while top or bottom or left or right:
+        h, w = x.shape[-2:]
+        if h == 1 and (top or bottom):
+            x = F.pad(x, (0, 0, top, bottom), mode="replicate")
+            top = bottom = 0
+            continue
+        if w == 1 and (left or right):
+            x = F.pad(x, (left, right, 0, 0), mode="replicate")
+            left = right = 0
+            continue
+        t, b = min(top, h - 1), min(bottom, h - 1)
+        lft, r = min(left, w - 1), min(right, w - 1)
+        x = F.pad(x, (lft, r, t, b), mode="reflect")
+        top, bottom, left, right = top - t, bottom - b, left - lft, right - r
+    return x
+
+
+def padding_for(h: int, w: int, extra: int) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right): ``extra`` on each side, then up to a multiple of 32.
+
+    The rounding is split between both sides so the borders get equal context.
+    """
+
+    def split(n: int) -> tuple[int, int]:
+        total = -(n + 2 * extra) % MULTIPLE
+        return extra + total // 2, extra + total - total // 2
+
+    t, b = split(h)
+    lft, r = split(w)
+    return t, b, lft, r
+
+
+def tile_spans(length: int, core: int, margin: int) -> list[tuple[int, int, int, int]]:
+    """Windows over ``[0, length)``: (window start, window end, core start, core end).
+
+    Cores partition the range; every window has the same size (a multiple of 32,
+    clamped to ``length``, itself a multiple of 32) and holds its core plus up to
+    ``margin`` pixels of context on each side.
+    """
+    window = min(length, -(-(core + 2 * margin) // MULTIPLE) * MULTIPLE)
+    if window >= length:
+        return [(0, length, 0, length)]
+    step = max(window - 2 * margin, MULTIPLE)
+    spans = []
+    c0 = 0
+    while c0 < length:
+        c1 = min(c0 + step, length)
+        w0 = min(max(c0 - margin, 0), length - window)
+        spans.append((w0, w0 + window, c0, c1))
+        c0 = c1
+    return spans
+
+
+@dataclass
+class Denoiser:
+    """A network ready for images of any size: padding, tiling and device handling."""
+
+    model: nn.Module
+    device: torch.device
+    tile: int | None = None  # None: automatic; 0: whole image; N: cores of N pixels
+    overlap: int = DEFAULT_OVERLAP
+    shift: int = INFER_SHIFT  # teacher only
+
+    def __post_init__(self) -> None:
+        self.model = self.model.to(self.device).eval()
+        self.is_teacher = getattr(self.model, "kind", "student") == "teacher"
+
+    def _net(self, x: torch.Tensor) -> torch.Tensor:
+        if self.is_teacher:
+            return self.model(x, self.shift)
+        return self.model(x)
+
+    def will_tile(self, h: int, w: int) -> bool:
+        t, b, lft, r = padding_for(h, w, TEACHER_PAD if self.is_teacher else 0)
+        if self.tile == 0:
+            return False
+        if self.tile is None:
+            return (h + t + b) * (w + lft + r) > AUTO_TILE_PIXELS
+        return True
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor, on_tile: Callable[[int, int], None] | None = None) -> torch.Tensor:
+        """Denoise ``B x 3 x H x W`` in [0, 1] (any H, W); returns the same shape on the CPU."""
+        h, w = x.shape[-2:]
+        pads = padding_for(h, w, TEACHER_PAD if self.is_teacher else 0)
+        xp = reflect_pad(x.float(), *pads)
+        if not self.will_tile(h, w):
+            y = self._net(xp.to(self.device)).float().cpu()
+            if on_tile:
+                on_tile(1, 1)
+        else:
+            y = self._tiled(xp, on_tile)
+        t, _, lft, _ = pads
+        return y[:, :, t : t + h, lft : lft + w]
+
+    def _tiled(self, xp: torch.Tensor, on_tile: Callable[[int, int], None] | None) -> torch.Tensor:
+        core = self.tile or DEFAULT_TILE
+        H, W = xp.shape[-2:]
+        rows, cols = tile_spans(H, core, self.overlap), tile_spans(W, core, self.overlap)
+        out = torch.empty((xp.shape[0], 3, H, W), dtype=torch.float32)
+        total, done = len(rows) * len(cols), 0
+        for r0, r1, cr0, cr1 in rows:
+            for c0, c1, cc0, cc1 in cols:
+                y = self._net(xp[:, :, r0:r1, c0:c1].to(self.device)).float().cpu()
+                out[:, :, cr0:cr1, cc0:cc1] = y[:, :, cr0 - r0 : cr1 - r0, cc0 - c0 : cc1 - c0]
+                done += 1
+                if on_tile:
+                    on_tile(done, total)
+        return out

@@ -1,0 +1,67 @@
+"""The five-level UNet shared by the teacher (blind) and the 1.00M student (METHOD section 2).
+
+Module names match the official state_dict keys (``unet.enc1.conv1.conv.weight`` ...),
+so official checkpoints load without renaming.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from aprrd_cli.models.blocks import ConvBlock, pool, upsample
+
+
+class Enc(nn.Module):
+    def __init__(self, cin: int, cout: int, blind: bool) -> None:
+        super().__init__()
+        self.conv1 = ConvBlock(cin, cout, blind)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1(x)
+
+
+class Dec(nn.Module):
+    def __init__(self, cin: int, cmid: int, cout: int, blind: bool) -> None:
+        super().__init__()
+        self.conv1 = ConvBlock(cin, cmid, blind)
+        self.conv2 = ConvBlock(cmid, cout, blind)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.conv1(x))
+
+
+class UNet(nn.Module):
+    """Width-48 UNet; inputs must be multiples of 32 in height and width."""
+
+    def __init__(self, n_out: int, blind: bool, width: int = 48, in_ch: int = 3) -> None:
+        super().__init__()
+        c = width
+        self.blind = blind
+        self.intro = ConvBlock(in_ch, c, blind)
+        self.enc1 = Enc(c, c, blind)
+        self.enc2 = Enc(c, c, blind)
+        self.enc3 = Enc(c, c, blind)
+        self.enc4 = Enc(c, c, blind)
+        self.enc5 = Enc(c, c, blind)
+        self.enc6 = Enc(c, c, blind)
+        self.dec5 = Dec(2 * c, 2 * c, 2 * c, blind)
+        self.dec4 = Dec(3 * c, 2 * c, 2 * c, blind)
+        self.dec3 = Dec(3 * c, 2 * c, 2 * c, blind)
+        self.dec2 = Dec(3 * c, 2 * c, 2 * c, blind)
+        self.dec1 = Dec(2 * c + in_ch, 2 * c, n_out, blind)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.blind
+        x0 = self.intro(x)
+        x1 = pool(self.enc1(x0), b)
+        x2 = pool(self.enc2(x1), b)
+        x3 = pool(self.enc3(x2), b)
+        x4 = pool(self.enc4(x3), b)
+        x5 = pool(self.enc5(x4), b)
+        z = upsample(self.enc6(x5))
+        z = upsample(self.dec5(torch.cat((z, x4), 1)))
+        z = upsample(self.dec4(torch.cat((z, x3), 1)))
+        z = upsample(self.dec3(torch.cat((z, x2), 1)))
+        z = upsample(self.dec2(torch.cat((z, x1), 1)))
+        return self.dec1(torch.cat((z, x), 1))

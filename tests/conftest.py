@@ -1,0 +1,62 @@
+"""Shared fixtures: the reference files in ../shared (skipped with a reason when absent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+REFERENCE = SHARED / "reference"
+REAL = SHARED / "data" / "real"
+
+torch.set_num_threads(2)
+
+
+def need(path: Path) -> Path:
+    """Skip the calling test, with the reason, when a shared file is missing."""
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the reference files live in ../shared beside the repo")
+    return path
+
+
+@pytest.fixture(scope="session")
+def golden() -> dict[str, np.ndarray]:
+    with np.load(need(REFERENCE / "golden.npz")) as g:
+        return {k: g[k] for k in g.files}
+
+
+@pytest.fixture(scope="session")
+def official_student_path() -> Path:
+    return need(REFERENCE / "nbsn_1.00M_sidd_medium.pth")
+
+
+@pytest.fixture(scope="session")
+def official_student_102_path() -> Path:
+    return need(REFERENCE / "nbsn_1.02M_sidd_medium.pth")
+
+
+@pytest.fixture(scope="session")
+def random_teacher_path() -> Path:
+    return need(REFERENCE / "atbsn_random_seed0.pth")
+
+
+@pytest.fixture(scope="session")
+def sidd7() -> Path:
+    return need(REAL / "sidd7")
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``aprrd ARGS`` in-process; returns (exit code, stdout, stderr)."""
+    from aprrd_cli.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
