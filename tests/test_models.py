@@ -17,9 +17,7 @@ def t(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
-@pytest.mark.parametrize(
-    ("arch", "n"), [("atbsn", 1_268_547), ("nbsn-1.00M", 1_003_011), ("nbsn-1.02M", 1_021_107)]
-)
+@pytest.mark.parametrize(("arch", "n"), [("atbsn", 1_268_547), ("nbsn-1.00M", 1_003_011), ("nbsn-1.02M", 1_021_107)])
 def test_parameter_counts(arch: str, n: int) -> None:
     assert count_params(build(arch)) == n
 
@@ -65,7 +63,7 @@ def test_multi_target_equals_single_calls() -> None:
     x = torch.rand(2, 3, 64, 96)
     with torch.no_grad():
         multi = m.forward_multi(x, [0, 2, 5])
-        for s, y in zip([0, 2, 5], multi):
+        for s, y in zip([0, 2, 5], multi, strict=True):
             assert torch.allclose(y, m(x, s), atol=1e-6)
 
 
