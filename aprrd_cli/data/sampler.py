@@ -1,0 +1,163 @@
+"""The training sampler: random crops with one of the 8 flips/rotations, as a pure function.
+
+Sample ``index`` of global step ``step`` is drawn from a generator seeded by
+``(seed, step, index)`` alone. There is no hidden state, so:
+
+- resuming at step ``s`` reproduces the uninterrupted run exactly;
+- DataLoader workers need no coordination (any worker can compute any step);
+- DDP rank ``r`` of ``W`` takes indices ``[r*B/W, (r+1)*B/W)`` of the global batch ``B``,
+  so the ``W`` ranks together see exactly what one process with batch ``B`` sees.
+
+A sample reads one crop straight from the memory-mapped image (only those pages are
+touched), applies the flip/rotation as a numpy view and makes one contiguous float copy.
+The official loader cropped all 200 patches of an image to return one (6 samples/s on
+a 2-core CPU); this one returns thousands per second.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from aprrd_cli.data.store import TrainStore
+from aprrd_cli.errors import AprrdError
+
+N_AUGMENTS = 8
+
+
+def augment(crop: np.ndarray, k: int) -> np.ndarray:
+    """The ``k``-th of the 8 dihedral transforms of an ``H x W x C`` array, as a view.
+
+    ``k % 4`` quarter turns counter-clockwise (``np.rot90``), then for ``k >= 4`` a
+    left-right mirror. ``k = 0`` is the identity.
+    """
+    out = np.rot90(crop, k % 4, axes=(0, 1))
+    return out[:, ::-1] if k >= 4 else out
+
+
+def draw(seed: int, step: int, index: int, sizes: list[tuple[int, int]], patch: int) -> tuple[int, int, int, int]:
+    """(image, top, left, augmentation) of one sample: images uniformly, then a uniform crop position."""
+    rng = np.random.Generator(np.random.PCG64([seed, step, index]))
+    image = int(rng.integers(len(sizes)))
+    h, w = sizes[image]
+    top = int(rng.integers(h - patch + 1))
+    left = int(rng.integers(w - patch + 1))
+    k = int(rng.integers(N_AUGMENTS))
+    return image, top, left, k
+
+
+class PatchSampler:
+    """Random crops with one of the 8 flips/rotations. Sample i of global step s is a PURE
+    FUNCTION of (seed, s, i): no hidden state, so resuming at step s reproduces the
+    uninterrupted run exactly, and DDP rank r of W takes indices [r*B/W, (r+1)*B/W) of the
+    global batch B, so W ranks together see exactly what one process with batch B sees."""
+
+    def __init__(
+        self,
+        store: TrainStore,
+        patch_size: int,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if len(store) == 0:
+            raise AprrdError("the training store holds no images; run `aprrd prepare-data` first")
+        if patch_size < 1:
+            raise AprrdError(f"patch size must be positive, got {patch_size}", exit_code=2)
+        smallest = store.min_side
+        if patch_size > smallest:
+            small = min(range(len(store)), key=lambda i: min(store.images[i].shape[:2]))
+            raise AprrdError(
+                f"patch size {patch_size} is larger than the smallest training image side ({smallest} px, "
+                f"{store.names[small]}); use a patch size of at most {smallest} or remove that image",
+                exit_code=2,
+            )
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise AprrdError(f"rank {rank} is not within a world of {world_size} process(es)", exit_code=2)
+        if batch_size < 1 or batch_size % world_size:
+            raise AprrdError(
+                f"batch size {batch_size} must be a positive multiple of the {world_size} process(es)", exit_code=2
+            )
+        self.store = store
+        self.patch_size = patch_size
+        self.batch_size = batch_size
+        self.seed = int(seed)
+        self.rank = rank
+        self.world_size = world_size
+        self.local_batch = batch_size // world_size
+        self.sizes = [(int(a.shape[0]), int(a.shape[1])) for a in store.images]
+        self.scales = [np.float32(255.0 if a.dtype == np.uint8 else 65535.0) for a in store.images]
+
+    def where(self, step: int, index: int) -> tuple[int, int, int, int]:
+        """(image, top, left, augmentation) of sample ``index`` of step ``step``."""
+        return draw(self.seed, step, index, self.sizes, self.patch_size)
+
+    def sample_into(self, step: int, index: int, out: np.ndarray) -> None:
+        """Write sample ``index`` of ``step`` into ``out`` (``3 x P x P`` float32)."""
+        image, top, left, k = self.where(step, index)
+        p = self.patch_size
+        crop = self.store.images[image][top : top + p, left : left + p]
+        np.divide(augment(crop, k).transpose(2, 0, 1), self.scales[image], out=out, dtype=np.float32)
+
+    def sample(self, step: int, index: int) -> np.ndarray:
+        """Sample ``index`` (of the global batch) of step ``step``: ``3 x P x P`` float32 in [0, 1]."""
+        out = np.empty((3, self.patch_size, self.patch_size), dtype=np.float32)
+        self.sample_into(step, index, out)
+        return out
+
+    def batch(self, step: int) -> torch.Tensor:
+        """This rank's share of the global batch of ``step``: ``[batch_size // world_size, 3, P, P]``."""
+        out = torch.empty((self.local_batch, 3, self.patch_size, self.patch_size), dtype=torch.float32)
+        arr = out.numpy()
+        first = self.rank * self.local_batch
+        for j in range(self.local_batch):
+            self.sample_into(step, first + j, arr[j])
+        return out
+
+    def loader(
+        self, start_step: int, num_workers: int = 0, pin_memory: bool = False
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield ``(step, batch(step))`` for ``step = start_step, start_step + 1, ...`` forever.
+
+        With workers, a DataLoader computes the steps in parallel and returns them in
+        order; since a batch depends only on its step, each worker's seeding is implied
+        by the steps it is given and the values equal ``batch(step)`` exactly.
+        """
+        if num_workers <= 0:
+            for step in itertools.count(start_step):
+                b = self.batch(step)
+                yield step, (b.pin_memory() if pin_memory and torch.cuda.is_available() else b)
+            return
+        loader = torch.utils.data.DataLoader(
+            _StepDataset(self),
+            batch_size=None,
+            sampler=itertools.count(start_step),
+            num_workers=num_workers,
+            pin_memory=pin_memory and torch.cuda.is_available(),
+            worker_init_fn=_one_thread,
+            persistent_workers=False,
+            prefetch_factor=2,
+        )
+        yield from loader
+
+
+class _StepDataset(torch.utils.data.Dataset):
+    """Map-style dataset whose item ``step`` is the whole batch of that step."""
+
+    def __init__(self, sampler: PatchSampler) -> None:
+        self.sampler = sampler
+
+    def __getitem__(self, step: int) -> tuple[int, torch.Tensor]:
+        return step, self.sampler.batch(step)
+
+    def __len__(self) -> int:  # the sampler is infinite; DataLoader only needs a number here
+        return 2**62
+
+
+def _one_thread(worker_id: int) -> None:
+    """Workers do numpy copies, not torch maths: one thread each avoids oversubscribing the CPU."""
+    torch.set_num_threads(1)
