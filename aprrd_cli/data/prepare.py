@@ -1,0 +1,216 @@
+"""``prepare-data``: find the parts of a dataset tree, convert each into the prepared store, report.
+
+Each training image becomes one ``.npy`` (written atomically, one image in memory at a
+time); each evaluation set one folder whose ``meta.json`` is written last. Sources are
+fingerprinted (size + modification time), so a second run re-reads nothing that is
+unchanged. A bad file is reported and skipped; the good ones are prepared anyway. The
+index is written at the end, and also when the run is interrupted, so finished images
+are never redone. A lock on the output folder keeps two runs from writing it at once.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aprrd_cli.data import dnd, folder, sidd
+from aprrd_cli.data.images import from_float, read_image, to_float
+from aprrd_cli.data.lock import DirLock
+from aprrd_cli.data.parts import ALL_PARTS, TRAIN_GROUPS, Part, PartResult, read_meta
+from aprrd_cli.data.store import EVAL_SETS, TRAIN_DIR, fingerprint, inside, read_index, safe_name, save_npy, write_index
+from aprrd_cli.errors import AprrdError, InputError
+
+SPACE_MARGIN = 256 * 2**20  # keep this much disk free beyond what an array needs
+
+EXPECTED_LAYOUT = (
+    "SIDD_Medium_Srgb/Data/*/*_NOISY_SRGB_*.png, SIDD_Benchmark_Data/*/*_NOISY_SRGB_010.png, "
+    "SIDD_Validation_sRGB/{ValidationNoisyBlocksSrgb,ValidationGtBlocksSrgb}.mat, "
+    "SIDD_Benchmark_sRGB/BenchmarkNoisyBlocksSrgb.mat, dnd_2017/{info.mat,images_srgb/*.mat}, "
+    "or a folder of PNG/TIFF/JPEG photos"
+)
+
+
+def discover(root: Path, out: Path, parts: list[str] | None = None) -> list[Part]:
+    """The parts found under ``root``: the SIDD/DND tree if there is one, else the photos in it."""
+    root = Path(root)
+    if not root.exists():
+        raise InputError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise InputError(f"{root} is a file; give the folder that holds the dataset or the photos")
+    if root.resolve() == Path(out).resolve():
+        raise InputError(f"--out {out} is ROOT itself; choose another output folder")
+    found = sidd.find(root) + dnd.find(root)
+    if not found:
+        found = folder.find(root, exclude=Path(out))
+    if parts is not None:
+        unknown = sorted(set(parts) - set(ALL_PARTS))
+        if unknown:
+            raise AprrdError(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(ALL_PARTS)}", exit_code=2)
+        found = [p for p in found if p.key in parts]
+    if not found:
+        which = f" of the requested parts ({', '.join(parts)})" if parts is not None else ""
+        raise InputError(f"{root} holds none{which}; expected {EXPECTED_LAYOUT}")
+    return found
+
+
+def load_train_image(path: Path) -> tuple[np.ndarray, str]:
+    """An image as ``H x W x 3`` uint8/uint16, and a note on any conversion."""
+    arr, info = read_image(path)
+    note = ""
+    if arr.shape[2] in (1, 2):
+        raise InputError(f"{path}: greyscale image; expected an RGB photo (8 or 16 bits)")
+    if arr.shape[2] == 4:
+        arr, note = arr[:, :, :3], "alpha dropped"
+    if arr.dtype == np.float32:
+        arr = from_float(to_float(arr, path)[0], "uint16")
+        note = "float stored as 16-bit"
+    return np.ascontiguousarray(arr), note
+
+
+def _check_space(out: Path, nbytes: int) -> None:
+    free = shutil.disk_usage(out).free
+    if free < nbytes + SPACE_MARGIN:
+        raise AprrdError(
+            f"not enough disk space in {out}: {free / 2**30:.1f} GiB free, an image needs {nbytes / 2**20:.0f} MiB "
+            "plus a margin; free some space or choose another --out"
+        )
+
+
+def _npy_matches(out: Path, entry: dict[str, Any]) -> bool:
+    """The prepared file is there and has the shape the index says (cheap: header only)."""
+    try:
+        arr = np.load(inside(out, entry["file"]), mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, AprrdError, KeyError):
+        return False
+    return list(arr.shape) == list(entry.get("shape", [])) and arr.dtype.name == entry.get("dtype")
+
+
+def _remove_entry(out: Path, entries: dict[str, dict[str, Any]], key: str) -> None:
+    entry = entries.pop(key)
+    try:
+        inside(out, entry["file"]).unlink(missing_ok=True)
+    except (OSError, AprrdError):
+        pass
+
+
+def prepare_train(
+    part: Part, out: Path, entries: dict[str, dict[str, Any]], result: PartResult, advance: Callable[[], None]
+) -> None:
+    """Training images of one part into ``out/train``; ``entries`` (by source path) is updated in place."""
+    for path, why in part.missing:
+        result.skip(path, why)
+    result.found = len(part.sources)
+    where = part.where.resolve()
+    names = {e["name"] for e in entries.values()}
+    seen: set[str] = set()
+    for src in part.sources:
+        key = str(src.resolve())
+        seen.add(key)
+        old = entries.get(key)
+        try:
+            fp = fingerprint(src)
+        except OSError as e:
+            result.skip(src, f"cannot read ({e.strerror})")
+            advance()
+            continue
+        if old is not None and old.get("fingerprint") == fp and _npy_matches(out, old):
+            result.unchanged += 1
+            advance()
+            continue
+        if old is not None:
+            name = old["name"]
+        else:
+            stem = safe_name(src.relative_to(part.where).with_suffix("").as_posix().replace("/", "__"))
+            name, n = stem, 1
+            while name in names:
+                n += 1
+                name = f"{stem}-{n}"
+            names.add(name)
+        try:
+            arr, note = load_train_image(src)
+        except InputError as e:
+            result.skip(src, f"{e}; expected an 8/16-bit RGB PNG, TIFF or JPEG")
+            if old is not None:  # the source changed and is now bad: its old array is stale
+                _remove_entry(out, entries, key)
+            advance()
+            continue
+        _check_space(out, arr.nbytes)
+        rel = f"{TRAIN_DIR}/{name}.npy"
+        save_npy(inside(out, rel), arr)
+        entries[key] = {
+            "name": name,
+            "file": rel,
+            "shape": list(arr.shape),
+            "dtype": arr.dtype.name,
+            "group": part.key,
+            "source": key,
+            "fingerprint": fp,
+            **({"note": note} if note else {}),
+        }
+        result.prepared += 1
+        advance()
+    # images of this part prepared earlier whose source is gone
+    for key in [k for k, e in entries.items() if e.get("group") == part.key and k not in seen]:
+        if where in Path(key).parents:
+            _remove_entry(out, entries, key)
+            result.removed += 1
+
+
+def _eval_summary(out: Path) -> dict[str, Any]:
+    summary = {}
+    for name in EVAL_SETS:
+        meta = read_meta(out / name)
+        if meta and (out / name / "noisy.npy").is_file():
+            summary[name] = {"folder": name, "shape": meta.get("shape"), "dtype": meta.get("dtype")}
+    return summary
+
+
+def prepare(
+    root: Path,
+    out: Path,
+    parts: list[str] | None = None,
+    on_start: Callable[[int], None] | None = None,
+    on_item: Callable[[str], None] | None = None,
+) -> list[PartResult]:
+    """Prepare every part found under ``root`` into ``out``; one result per part.
+
+    ``on_start(total)`` and ``on_item(description)`` drive a progress display.
+    """
+    root, out = Path(root), Path(out)
+    found = discover(root, out, parts)
+    total = sum(len(p.sources) if p.key in TRAIN_GROUPS else 1 for p in found)
+    if on_start:
+        on_start(total)
+
+    def advance(desc: str = "") -> None:
+        if on_item:
+            on_item(desc)
+
+    results: list[PartResult] = []
+    with DirLock(out, what="prepare-data"):
+        index = read_index(out)
+        entries = {e["source"]: e for e in index["train"] if "source" in e}
+        unkeyed = [e for e in index["train"] if "source" not in e]
+        try:
+            for part in found:
+                result = PartResult(part)
+                results.append(result)
+                if part.key in TRAIN_GROUPS:
+                    prepare_train(part, out, entries, result, lambda p=part: advance(p.key))
+                    continue
+                if part.key == "sidd-val":
+                    sidd.prepare_val(part, out, result)
+                elif part.key == "sidd-bench":
+                    sidd.prepare_bench(part, out, result)
+                elif part.key == "dnd":
+                    dnd.prepare(part, out, result)
+                advance(part.key)
+        finally:  # also on Ctrl-C: what is finished is recorded and never redone
+            index["train"] = sorted(unkeyed + list(entries.values()), key=lambda e: e["name"])
+            index["eval"] = _eval_summary(out)
+            write_index(out, index)
+    return results
