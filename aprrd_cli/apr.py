@@ -84,7 +84,8 @@ def apr_step_loss(
     stop_grad: bool = False,
     share: tuple[int, int] = (0, 1),
 ) -> torch.Tensor:
-    """L_APR of one training batch (both teacher calls at shift factor 5).
+    """L_APR of one training batch (both teacher calls at shift factor 5), in float32
+    even when the network runs under autocast.
 
     ``share = (rank, world_size)``: under DDP each rank holds a slice of the global batch;
     the draw is made for the whole global batch (same generator on every rank) and the
@@ -98,9 +99,9 @@ def apr_step_loss(
     h1y = d.h1(y)
     if stop_grad:
         with torch.no_grad():
-            fy = model(y, shift)
-        fh1 = model(h1y, shift)
+            fy = model(y, shift).float()
+        fh1 = model(h1y, shift).float()
     else:
         # one forward over [h1(y); y]: both calls share the pass and gradients flow through both
-        fh1, fy = model(torch.cat((h1y, y), 0), shift).split(b, 0)
+        fh1, fy = model(torch.cat((h1y, y), 0), shift).float().split(b, 0)
     return apr_loss(fh1, d.h2(y), d.h1(fy), d.h2(fy), gamma)

@@ -91,3 +91,41 @@ def describe(device: torch.device) -> str:
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads of {os.cpu_count()} cores)"
     return str(device)
+
+
+# --- Distributed training (torchrun) -------------------------------------------------------
+# torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them training runs as one process.
+
+
+def init_distributed(device: str = "auto") -> tuple[int, int, int]:
+    """Join torchrun's process group: ``(rank, world_size, local_rank)``; ``(0, 1, 0)`` alone.
+
+    NCCL when the ranks train on CUDA GPUs (each rank on ``cuda:LOCAL_RANK``), gloo otherwise.
+    """
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if world <= 1:
+        return 0, 1, 0
+    if not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and device.strip().lower() not in ("cpu", "mps")
+        if use_cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size(), local
+
+
+def is_main() -> bool:
+    """True on rank 0 (or when not distributed): the one process that writes files and logs."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def cleanup_distributed() -> None:
+    """Leave the process group (no-op when not distributed)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -62,4 +62,4 @@ def rd_step_loss(
     b, _, h, w = y.shape
     choice = recharge_choice(b * world, h, w, generator)[rank * b : (rank + 1) * b]
     targets = recharge(teacher_targets(teacher, y), y, choice)
-    return rd_loss(student(y), targets)
+    return rd_loss(student(y).float(), targets.float())

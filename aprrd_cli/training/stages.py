@@ -1,0 +1,217 @@
+"""The two training stages plugged into the one engine: APR (the teacher) and RD (the student).
+
+Each entry point sets up the process (DDP, device, threads, precision), checks its inputs
+before any heavy work, takes the run folder's lock, builds its network, its loss and its
+generators, and hands them to ``engine.train``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from aprrd_cli.apr import apr_step_loss
+from aprrd_cli.console import console
+from aprrd_cli.device import (
+    cleanup_distributed,
+    describe,
+    init_distributed,
+    resolve_device,
+    resolve_precision,
+    set_threads,
+)
+from aprrd_cli.errors import AprrdError
+from aprrd_cli.models import ATBSN, STUDENTS, build, count_params
+from aprrd_cli.models.checkpoint import load_model
+from aprrd_cli.recharge import rd_step_loss
+from aprrd_cli.training.config import APRConfig, RDConfig, RunOptions, TrainConfig
+from aprrd_cli.training.engine import Stage, TrainResult, checkpoint_path, read_state, train
+
+# Offsets that decorrelate the stage's generator from the sampler's and the weights' seeds.
+DRAW_SEED_OFFSET = 0x5EED_A9
+
+
+def generator(device: torch.device, seed: int) -> torch.Generator:
+    """The stage's own generator, on the training device so draws never leave it."""
+    return torch.Generator(device=device).manual_seed(seed + DRAW_SEED_OFFSET)
+
+
+def tensors_digest(sd: dict[str, torch.Tensor]) -> str:
+    """A content hash of a state_dict: the same weights, whatever the file or its format."""
+    h = hashlib.sha256()
+    for k in sorted(sd):
+        h.update(k.encode())
+        h.update(sd[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def data_digest(store) -> str:
+    """The training set's identity: names, shapes and the prepare step's fingerprints."""
+    items = [(e.get("name"), e.get("shape"), e.get("fingerprint")) for e in store.entries]
+    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def saved_config(run_dir: Path) -> dict | None:
+    """The configuration a run folder's checkpoint was started with (to fill options on --resume)."""
+    raw = read_state(Path(run_dir))
+    return None if raw is None else dict(raw["training"]["config"])
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, main: bool) -> Iterator[None]:
+    """One run per folder: rank 0 holds ``RUN/.lock`` for the whole run."""
+    if not main:
+        yield
+        return
+    from aprrd_cli.data.lock import DirLock
+
+    with DirLock(Path(run_dir), purpose="training"):
+        yield
+
+
+def _open_data(opts: RunOptions, cfg: TrainConfig, rank: int, world: int):
+    from aprrd_cli.data.sampler import PatchSampler
+    from aprrd_cli.data.store import open_train_store
+
+    store = open_train_store(Path(opts.data))
+    if cfg.patch_size > store.min_side:
+        raise AprrdError(
+            f"--patch-size {cfg.patch_size} is larger than the smallest training image side ({store.min_side} px) "
+            f"in {opts.data}; use --patch-size {max(32, store.min_side // 32 * 32)} or less",
+            exit_code=2,
+        )
+    return store, PatchSampler(store, cfg.patch_size, cfg.batch_size, cfg.seed, rank=rank, world_size=world)
+
+
+def make_validator(val: str, prep: Path, device: torch.device) -> Callable[[nn.Module], dict]:
+    """Validation PSNR/SSIM on a folder of pairs or on SIDD validation (one block per image)."""
+    from aprrd_cli.evaluate import load_pairs, score_model
+    from aprrd_cli.infer import Denoiser
+
+    if val == "sidd-val":
+        from aprrd_cli.data.store import open_eval_set
+
+        es = open_eval_set(prep, "sidd-val")
+        pairs = [(f"{i:02d}_00", es.noisy[i, 0], es.gt[i, 0]) for i in range(es.noisy.shape[0])]
+    else:
+        pairs = load_pairs(Path(val))
+
+    def validate(model: nn.Module) -> dict:
+        with torch.no_grad():
+            return score_model(Denoiser(model, device, tile=0), pairs)
+
+    return validate
+
+
+def _setup(opts: RunOptions, cfg: TrainConfig) -> tuple[int, int, torch.device, str]:
+    rank, world, local = init_distributed(opts.device)
+    device = resolve_device(opts.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device(f"cuda:{local}")
+    set_threads(opts.threads)
+    precision = resolve_precision(opts.precision, device)
+    cfg.check(world)
+    if opts.save_every < 1:
+        raise AprrdError(f"--save-every must be at least 1, got {opts.save_every}", exit_code=2)
+    if opts.stop_at is not None and opts.stop_at < 1:
+        raise AprrdError(f"--stop-at must be at least 1, got {opts.stop_at}", exit_code=2)
+    if opts.resume and not checkpoint_path(opts.run_dir).exists():
+        raise AprrdError(f"nothing to resume: {checkpoint_path(opts.run_dir)} does not exist; start without --resume")
+    return rank, world, device, precision
+
+
+def _prepare(model: nn.Module, device: torch.device, opts: RunOptions) -> nn.Module:
+    model = model.to(device)
+    if device.type == "cuda" and opts.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _announce(title: str, cfg: TrainConfig, model: nn.Module, device, precision: str, world: int, opts) -> None:
+    console.print(
+        f"{title}: {count_params(model):,} parameters; {cfg.iters:,} iterations of batch {cfg.batch_size} "
+        f"x {cfg.patch_size}^2, lr {cfg.lr:g} cosine; {describe(device)}, {precision}"
+        + (f", {world} processes (DDP)" if world > 1 else "")
+        + f"; run folder {opts.run_dir}"
+    )
+
+
+def _run(cfg: TrainConfig, opts: RunOptions, build_stage) -> TrainResult:
+    rank, world, device, precision = _setup(opts, cfg)
+    main = rank == 0
+    try:
+        with run_lock(opts.run_dir, main):
+            store, sampler = _open_data(opts, cfg, rank, world)
+            validate = make_validator(opts.val, Path(opts.data), device) if (opts.val and main) else None
+            stage = build_stage(device, store)
+            if main:
+                _announce(stage.title, cfg, stage.model, device, precision, world, opts)
+            return train(stage, cfg, opts, sampler, device, precision, validate, (rank, world))
+    finally:
+        cleanup_distributed()
+
+
+def apr_stage(cfg: APRConfig, device: torch.device, opts: RunOptions, data_id: str = "") -> Stage:
+    """The APR stage: a fresh AT-BSN (seeded), L_APR and the APR draw's generator."""
+    torch.manual_seed(cfg.seed)
+    model = _prepare(ATBSN(width=cfg.width), device, opts)
+    gen = generator(device, cfg.seed)
+
+    def loss(net: nn.Module, y: torch.Tensor, share: tuple[int, int]) -> torch.Tensor:
+        return apr_step_loss(net, y, gen, gamma=cfg.gamma, shift=cfg.shift, stop_grad=cfg.stop_grad, share=share)
+
+    return Stage("apr", "APR (teacher)", model, loss, {"apr_draw": gen}, identity={"data": (data_id, "training data")})
+
+
+def train_apr(cfg: APRConfig, opts: RunOptions) -> TrainResult:
+    """Train the teacher with L_APR; writes ``RUN/teacher.pth``."""
+    return _run(cfg, opts, lambda device, store: apr_stage(cfg, device, opts, data_digest(store)))
+
+
+def load_teacher(path: Path) -> tuple[nn.Module, str]:
+    """A frozen teacher (ours or the official format) and the hash of its weights."""
+    loaded = load_model(path, expect="teacher")
+    teacher = loaded.model.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher, tensors_digest(teacher.state_dict())
+
+
+def rd_stage(
+    cfg: RDConfig, device: torch.device, opts: RunOptions, teacher: nn.Module, digest: str, data_id: str = ""
+) -> Stage:
+    """The RD stage: a fresh student (seeded), the frozen teacher, L_RD and the Recharger's generator."""
+    torch.manual_seed(cfg.seed)
+    student = _prepare(build(STUDENTS[cfg.student], width=cfg.width), device, opts)
+    frozen = _prepare(teacher, device, opts)
+    gen = generator(device, cfg.seed)
+
+    def loss(net: nn.Module, y: torch.Tensor, share: tuple[int, int]) -> torch.Tensor:
+        return rd_step_loss(net, frozen, y, gen, share=share)
+
+    return Stage(
+        "rd",
+        f"RD (student {cfg.student})",
+        student,
+        loss,
+        {"recharge": gen},
+        identity={"data": (data_id, "training data"), "teacher": (digest, "teacher's weights")},
+        meta={"teacher": str(cfg.teacher), "teacher_digest": digest},
+    )
+
+
+def distill(cfg: RDConfig, opts: RunOptions) -> TrainResult:
+    """Distil the student from the frozen teacher with L_RD; writes ``RUN/student.pth``."""
+    if cfg.student not in STUDENTS:
+        raise AprrdError(f"unknown student {cfg.student!r}; choose {' or '.join(STUDENTS)}", exit_code=2)
+    teacher, digest = load_teacher(Path(cfg.teacher))
+    return _run(cfg, opts, lambda device, store: rd_stage(cfg, device, opts, teacher, digest, data_digest(store)))
+
+
+__all__ = ["apr_stage", "distill", "load_teacher", "rd_stage", "saved_config", "train_apr"]
