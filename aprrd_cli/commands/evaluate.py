@@ -1,0 +1,236 @@
+"""``aprrd evaluate``: scores on pairs or prepared SIDD/DND sets, and benchmark submission files."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from aprrd_cli.cli import app
+from aprrd_cli.commands.options import DEVICE, THREADS
+from aprrd_cli.console import console, out, progress
+from aprrd_cli.denoise import DEFAULT_MODEL, check_model_path
+from aprrd_cli.device import describe, resolve_device, set_threads
+from aprrd_cli.errors import AprrdError
+from aprrd_cli.evaluate import (
+    Runner,
+    evaluate_sidd_val,
+    load_pairs,
+    run_dnd,
+    run_sidd_bench,
+    score_model,
+)
+from aprrd_cli.fsutil import atomic_write_text
+from aprrd_cli.infer import DEFAULT_OVERLAP, Denoiser
+from aprrd_cli.models.checkpoint import load_model
+from aprrd_cli.panels import save_side_by_side
+from aprrd_cli.submission import SIDD_FILE, SiddOptionalData
+
+SETS = ("sidd-val", "sidd-bench", "dnd")
+DEFAULT_DATA = Path("prepared")
+RESULTS = Path("results")
+
+
+def _table(title: str, rows: list[tuple[str, str, float, float]], mean_label: str, mean: tuple[float, float]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("image")
+    table.add_column("size" if "pairs" in title else "blocks", justify="right")
+    table.add_column("PSNR (dB)", justify="right")
+    table.add_column("SSIM", justify="right")
+    for name, size, p, s in rows:
+        table.add_row(name, size, f"{p:.2f}", f"{s:.5f}")
+    table.add_section()
+    table.add_row(f"[bold]{mean_label}[/bold]", "", f"[bold]{mean[0]:.2f}[/bold]", f"[bold]{mean[1]:.5f}[/bold]")
+    return table
+
+
+def _check_json_target(path: Path | None) -> None:
+    """Fail before the work, not after it, when the report cannot be written."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise AprrdError(f"--json {path} is a folder; give a file name such as {path / 'scores.json'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AprrdError(f"cannot create {path.parent} for --json: {e.strerror or e}") from e
+
+
+def _write_json(path: Path | None, report: dict) -> None:
+    if path is not None:
+        clean = json.loads(json.dumps(report), parse_constant=lambda c: None)  # NaN/inf -> null: valid JSON
+        atomic_write_text(path, json.dumps(clean, indent=1) + "\n")
+        console.print(f"scores -> {path}")
+
+
+def _rate(spm: float) -> str:
+    return f"{spm:.2f} s/MP" if math.isfinite(spm) else "-- s/MP"
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Option(
+        DEFAULT_MODEL, "--model", "-m", help="Student or teacher checkpoint (ours or official)."
+    ),
+    pairs: Path = typer.Option(
+        None, "--pairs", help="Folder with noisy/ and gt/ images of matching names.", show_default=False
+    ),
+    eval_set: str = typer.Option(
+        None, "--set", help="Prepared set: sidd-val, sidd-bench or dnd (see prepare-data).", show_default=False
+    ),
+    data: Path = typer.Option(DEFAULT_DATA, "--data", help="Prepared data folder (aprrd prepare-data --out)."),
+    out_dir: Path = typer.Option(
+        None,
+        "--out",
+        help="Folder for submission files and pictures. Default: results/SET or results/PAIRS-NAME.",
+        show_default=False,
+    ),
+    json_path: Path = typer.Option(None, "--json", help="Write the scores as JSON here.", show_default=False),
+    save_images: bool = typer.Option(
+        False, "--save-images", help="Write noisy | denoised | ground-truth pictures (PNG) into OUT."
+    ),
+    ensemble: bool = typer.Option(False, "--ensemble", help="Average the 8 flips/rotations (x8 self-ensemble)."),
+    device: str = DEVICE,
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Blocks denoised at once (prepared sets)."),
+    tile: int = typer.Option(
+        None,
+        "--tile",
+        min=0,
+        help="Tile core size; 0 = whole image. Default: tile images over 1 MP.",
+        show_default=False,
+    ),
+    threads: int = THREADS,
+    method_name: str = typer.Option("APR-RD", "--method-name", help="SIDD OptionalData: method name."),
+    authors: str = typer.Option("", "--authors", help="SIDD OptionalData: authors."),
+    paper_title: str = typer.Option("", "--paper-title", help="SIDD OptionalData: paper title."),
+    venue: str = typer.Option("", "--venue", help="SIDD OptionalData: venue."),
+    machine_specs: str = typer.Option(
+        None, "--machine-specs", help="SIDD OptionalData: the machine (default: the device used).", show_default=False
+    ),
+    gpu: bool = typer.Option(
+        None,
+        "--gpu/--cpu",
+        help="SIDD OptionalData: timed on a GPU or CPU (default: the device used).",
+        show_default=False,
+    ),
+    notes: str = typer.Option("", "--notes", help="SIDD OptionalData: free notes."),
+) -> None:
+    """Score a model on pairs or a prepared SIDD/DND set, and write benchmark submission files."""
+    if (pairs is None) == (eval_set is None):
+        raise AprrdError("give either --pairs DIR or --set sidd-val|sidd-bench|dnd (exactly one)", exit_code=2)
+    if eval_set is not None and eval_set not in SETS:
+        raise AprrdError(f"unknown --set {eval_set!r}; choose one of {', '.join(SETS)}", exit_code=2)
+    _check_json_target(json_path)
+
+    # the data first: a wrong folder should fail in a second, not after loading a model
+    loaded_pairs = load_pairs(pairs) if pairs is not None else None
+    es = None
+    if eval_set is not None:
+        from aprrd_cli.data.store import open_eval_set
+
+        es = open_eval_set(data, eval_set)
+    check_model_path(model)
+    dev = resolve_device(device)
+    set_threads(threads)
+    loaded = load_model(model, map_location="cpu")
+    runner = Runner(Denoiser(loaded.model, dev, tile=tile, overlap=DEFAULT_OVERLAP), ensemble)
+    console.print(
+        f"model: {model} ({loaded.kind} {loaded.arch}, {loaded.source}) on {describe(dev)}"
+        + (", x8 self-ensemble" if ensemble else "")
+    )
+    out_dir = out_dir or RESULTS / (eval_set or pairs.resolve().name)
+
+    if loaded_pairs is not None:
+        _run_pairs(runner, loaded_pairs, pairs, out_dir if save_images else None, json_path)
+        return
+    assert es is not None
+    pictures = out_dir / "pictures" if save_images else None
+    n = es.noisy.shape[0] * es.noisy.shape[1]
+    with progress("block") as bar:
+        task = bar.add_task(eval_set, total=n)
+
+        def on_batch(k: int) -> None:
+            bar.advance(task, k)
+
+        def on_block(
+            image: str,
+            block: int,
+            noisy: np.ndarray,
+            den: np.ndarray,
+            gt: np.ndarray | None,
+            scores: tuple[float, float] | None,
+        ) -> None:
+            if block == 0:  # one picture per image: enough to look at, not 1,280 files
+                save_side_by_side(pictures / f"{image}_{block + 1:02d}.png", noisy, den, gt, scores)
+
+        on_pic = on_block if pictures is not None else None
+        if eval_set == "sidd-val":
+            scores = evaluate_sidd_val(runner, es.noisy, es.gt, es.meta, batch_size, on_batch, on_pic)
+        elif eval_set == "sidd-bench":
+            optional = SiddOptionalData(
+                method_name=method_name,
+                authors=authors,
+                paper_title=paper_title,
+                venue=venue,
+                machine_specs=machine_specs if machine_specs is not None else describe(dev),
+                uses_gpu=gpu if gpu is not None else dev.type == "cuda",
+                notes=notes,
+            )
+            path, spm = run_sidd_bench(runner, es.noisy, es.meta, out_dir, optional, batch_size, on_batch, on_pic)
+        else:
+            written, spm = run_dnd(runner, es.noisy, es.meta, out_dir, batch_size, on_batch, on_pic)
+
+    if eval_set == "sidd-val":
+        report = scores.summary()
+        rows = [(r["name"], str(len(r["blocks"]["psnr"])), r["psnr"], r["ssim"]) for r in report["images"]]
+        out.print(
+            _table(f"sidd-val: {model.name}", rows, f"mean over {report['n']} blocks", (report["psnr"], report["ssim"]))
+        )
+        console.print(
+            f"sidd-val: {report['psnr']:.3f} dB / {report['ssim']:.5f} over {report['n']} blocks, "
+            f"{_rate(report['seconds_per_megapixel'])}"
+        )
+        _write_json(json_path, {"set": eval_set, "model": str(model), "ensemble": ensemble, **report})
+    elif eval_set == "sidd-bench":
+        console.print(
+            f"sidd-bench: {n} blocks denoised, {_rate(spm)}; submission -> {path} "
+            f"(upload it on the SIDD benchmark page; {SIDD_FILE} checked on read-back)"
+        )
+        _write_json(json_path, {"set": eval_set, "model": str(model), "ensemble": ensemble, "n": n,
+                                "seconds_per_megapixel": spm, "files": [str(path)]})  # fmt: skip
+    else:
+        bundles = [p for p in written if p.parent.name == "bundled"]
+        console.print(
+            f"dnd: {n} crops denoised, {_rate(spm)}; {len(written) - len(bundles)} crop files in {out_dir}, "
+            f"{len(bundles)} bundles in {out_dir / 'bundled'} (zip bundled/ and upload it; all checked on read-back)"
+        )
+        _write_json(json_path, {"set": eval_set, "model": str(model), "ensemble": ensemble, "n": n,
+                                "seconds_per_megapixel": spm, "files": [str(p) for p in bundles]})  # fmt: skip
+    if pictures is not None:
+        console.print(f"pictures -> {pictures}")
+
+
+def _run_pairs(runner: Runner, pairs: list, pairs_dir: Path, pictures: Path | None, json_path: Path | None) -> None:
+    sizes = {name: f"{n.shape[1]}x{n.shape[0]}" for name, n, _ in pairs}
+    with progress("img") as bar:
+        task = bar.add_task("images", total=len(pairs))
+
+        def on_image(name: str, noisy: np.ndarray, den: np.ndarray, gt: np.ndarray, p: float, s: float) -> None:
+            if pictures is not None:
+                save_side_by_side(pictures / f"{Path(name).stem}.png", noisy, den, gt, (p, s))
+            bar.advance(task)
+
+        report = score_model(runner, pairs, on_image=on_image)
+    rows = [(r["name"], sizes[r["name"]], r["psnr"], r["ssim"]) for r in report["images"]]
+    out.print(_table(f"pairs: {pairs_dir}", rows, f"mean over {report['n']} images", (report["psnr"], report["ssim"])))
+    console.print(
+        f"{pairs_dir}: {report['psnr']:.3f} dB / {report['ssim']:.5f} over {report['n']} images, "
+        f"{_rate(report['seconds_per_megapixel'])}"
+    )
+    _write_json(json_path, report)
+    if pictures is not None:
+        console.print(f"pictures -> {pictures}")
