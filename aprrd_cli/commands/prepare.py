@@ -90,7 +90,7 @@ def prepare_data(
     ),
     seed: int = typer.Option(0, "--seed", help="Noise seed of the demo set (with --demo)."),
 ) -> None:
-    from aprrd_cli.data.prepare import prepare
+    from aprrd_cli.data.prepare import discover, prepare
 
     wanted = _parse_parts(parts)
     if demo is not None:
@@ -104,6 +104,7 @@ def prepare_data(
         raise AprrdError("give ROOT (a dataset tree or a folder of photos), or --demo DIR", exit_code=2)
 
     t0 = time.perf_counter()
+    found = discover(root, out_dir, wanted)  # a wrong ROOT fails here, before any progress bar
     with progress("item") as bar:
         task = bar.add_task("preparing", total=None)
         results = prepare(
@@ -112,6 +113,7 @@ def prepare_data(
             wanted,
             on_start=lambda total: bar.update(task, total=total),
             on_item=lambda desc: bar.update(task, advance=1, description=desc),
+            found=found,
         )
     render_report(results, time.perf_counter() - t0, out_dir)
     if any(r.skipped for r in results):

@@ -10,6 +10,7 @@ are never redone. A lock on the output folder keeps two runs from writing it at 
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,17 @@ from aprrd_cli.data import dnd, folder, sidd
 from aprrd_cli.data.images import from_float, read_image, to_float
 from aprrd_cli.data.lock import DirLock
 from aprrd_cli.data.parts import ALL_PARTS, TRAIN_GROUPS, Part, PartResult, read_meta
-from aprrd_cli.data.store import EVAL_SETS, TRAIN_DIR, fingerprint, inside, read_index, safe_name, save_npy, write_index
+from aprrd_cli.data.store import (
+    EVAL_SETS,
+    INDEX_NAME,
+    TRAIN_DIR,
+    fingerprint,
+    inside,
+    read_index,
+    safe_name,
+    save_npy,
+    write_index,
+)
 from aprrd_cli.errors import AprrdError, InputError
 
 SPACE_MARGIN = 256 * 2**20  # keep this much disk free beyond what an array needs
@@ -175,13 +186,16 @@ def prepare(
     parts: list[str] | None = None,
     on_start: Callable[[int], None] | None = None,
     on_item: Callable[[str], None] | None = None,
+    found: list[Part] | None = None,
 ) -> list[PartResult]:
     """Prepare every part found under ``root`` into ``out``; one result per part.
 
-    ``on_start(total)`` and ``on_item(description)`` drive a progress display.
+    ``on_start(total)`` and ``on_item(description)`` drive a progress display; ``found``
+    is ``discover``'s answer when the caller already has it.
     """
     root, out = Path(root), Path(out)
-    found = discover(root, out, parts)
+    if found is None:
+        found = discover(root, out, parts)
     total = sum(len(p.sources) if p.key in TRAIN_GROUPS else 1 for p in found)
     if on_start:
         on_start(total)
@@ -193,6 +207,7 @@ def prepare(
     results: list[PartResult] = []
     with DirLock(out, what="prepare-data"):
         index = read_index(out)
+        before = json.dumps(index, sort_keys=True) if (out / INDEX_NAME).exists() else None
         entries = {e["source"]: e for e in index["train"] if "source" in e}
         unkeyed = [e for e in index["train"] if "source" not in e]
         try:
@@ -212,5 +227,6 @@ def prepare(
         finally:  # also on Ctrl-C: what is finished is recorded and never redone
             index["train"] = sorted(unkeyed + list(entries.values()), key=lambda e: e["name"])
             index["eval"] = _eval_summary(out)
-            write_index(out, index)
+            if json.dumps(index, sort_keys=True) != before:  # an unchanged store is left untouched
+                write_index(out, index)
     return results
