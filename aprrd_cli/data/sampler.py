@@ -109,9 +109,15 @@ class PatchSampler:
         self.sample_into(step, index, out)
         return out
 
-    def batch(self, step: int) -> torch.Tensor:
-        """This rank's share of the global batch of ``step``: ``[batch_size // world_size, 3, P, P]``."""
+    def batch(self, step: int, shared: bool = False) -> torch.Tensor:
+        """This rank's share of the global batch of ``step``: ``[batch_size // world_size, 3, P, P]``.
+
+        ``shared`` allocates it in shared memory, so that a DataLoader worker hands it over
+        without the extra copy its pickler would otherwise make.
+        """
         out = torch.empty((self.local_batch, 3, self.patch_size, self.patch_size), dtype=torch.float32)
+        if shared:
+            out.share_memory_()
         arr = out.numpy()
         first = self.rank * self.local_batch
         for j in range(self.local_batch):
@@ -152,7 +158,7 @@ class _StepDataset(torch.utils.data.Dataset):
         self.sampler = sampler
 
     def __getitem__(self, step: int) -> tuple[int, torch.Tensor]:
-        return step, self.sampler.batch(step)
+        return step, self.sampler.batch(step, shared=True)
 
     def __len__(self) -> int:  # the sampler is infinite; DataLoader only needs a number here
         return 2**62
