@@ -35,10 +35,13 @@ DEFAULT_DATA = Path("prepared")
 RESULTS = Path("results")
 
 
-def _table(title: str, rows: list[tuple[str, str, float, float]], mean_label: str, mean: tuple[float, float]) -> Table:
+def _table(
+    title: str, second: str, rows: list[tuple[str, str, float, float]], mean_label: str, mean: tuple[float, float]
+) -> Table:
+    """Per-image scores and the mean; ``second`` names the second column (size or blocks)."""
     table = Table(title=title, title_justify="left")
     table.add_column("image")
-    table.add_column("size" if "pairs" in title else "blocks", justify="right")
+    table.add_column(second, justify="right")
     table.add_column("PSNR (dB)", justify="right")
     table.add_column("SSIM", justify="right")
     for name, size, p, s in rows:
@@ -119,7 +122,12 @@ def evaluate(
     ),
     notes: str = typer.Option("", "--notes", help="SIDD OptionalData: free notes."),
 ) -> None:
-    """Score a model on pairs or a prepared SIDD/DND set, and write benchmark submission files."""
+    """Score a model on pairs or a prepared SIDD/DND set, and write benchmark submission files.
+
+    Scores are the field's: 8-bit output, PSNR and scikit-image's Gaussian SSIM, averaged over
+    images (pairs) or blocks (SIDD). --set sidd-bench writes OUT/SubmitSrgb.mat and --set dnd
+    OUT/*.mat + OUT/bundled/*.mat, each checked on read-back. See docs/evaluation.md.
+    """
     if (pairs is None) == (eval_set is None):
         raise AprrdError("give either --pairs DIR or --set sidd-val|sidd-bench|dnd (exactly one)", exit_code=2)
     if eval_set is not None and eval_set not in SETS:
@@ -187,9 +195,8 @@ def evaluate(
     if eval_set == "sidd-val":
         report = scores.summary()
         rows = [(r["name"], str(len(r["blocks"]["psnr"])), r["psnr"], r["ssim"]) for r in report["images"]]
-        out.print(
-            _table(f"sidd-val: {model.name}", rows, f"mean over {report['n']} blocks", (report["psnr"], report["ssim"]))
-        )
+        mean = (report["psnr"], report["ssim"])
+        out.print(_table(f"sidd-val: {model.name}", "blocks", rows, f"mean over {report['n']} blocks", mean))
         console.print(
             f"sidd-val: {report['psnr']:.3f} dB / {report['ssim']:.5f} over {report['n']} blocks, "
             f"{_rate(report['seconds_per_megapixel'])}"
@@ -226,7 +233,8 @@ def _run_pairs(runner: Runner, pairs: list, pairs_dir: Path, pictures: Path | No
 
         report = score_model(runner, pairs, on_image=on_image)
     rows = [(r["name"], sizes[r["name"]], r["psnr"], r["ssim"]) for r in report["images"]]
-    out.print(_table(f"pairs: {pairs_dir}", rows, f"mean over {report['n']} images", (report["psnr"], report["ssim"])))
+    mean = (report["psnr"], report["ssim"])
+    out.print(_table(f"pairs: {pairs_dir}", "size", rows, f"mean over {report['n']} images", mean))
     console.print(
         f"{pairs_dir}: {report['psnr']:.3f} dB / {report['ssim']:.5f} over {report['n']} images, "
         f"{_rate(report['seconds_per_megapixel'])}"
