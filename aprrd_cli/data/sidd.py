@@ -116,22 +116,26 @@ def prepare_val(part: Part, out: Path, result: PartResult) -> None:
     if eval_set_current(folder, sources, ("noisy.npy", "gt.npy")):
         result.unchanged = 1
         return
-    arrays = {}
-    for f, var in ((noisy_f, VAL_NOISY), (gt_f, VAL_GT)):
-        try:
-            arrays[var] = read_blocks(f, var)  # both in memory at once: ~0.5 GB for the published set
-        except InputError as e:
-            result.skip(f, str(e))
-    if len(arrays) < 2:
+    # one file in memory at a time (~250 MB each for the published set)
+    try:
+        noisy = read_blocks(noisy_f, VAL_NOISY)
+    except InputError as e:
+        result.skip(noisy_f, str(e))
         return
-    noisy, gt = arrays[VAL_NOISY], arrays[VAL_GT]
-    if noisy.shape != gt.shape:
-        result.skip(gt_f, f"{VAL_GT} has shape {gt.shape} but the noisy blocks have {noisy.shape}; they must match")
-        return
-    begin_eval_set(folder)
+    shape = noisy.shape
+    begin_eval_set(folder)  # from here on the set is invisible until meta.json is written
     save_npy(folder / "noisy.npy", noisy)
+    del noisy
+    try:
+        gt = read_blocks(gt_f, VAL_GT)
+        if gt.shape != shape:
+            raise InputError(f"{gt_f}: {VAL_GT} has shape {gt.shape}, the noisy blocks {shape}; they must match")
+    except InputError as e:
+        result.skip(gt_f, str(e))
+        return
     save_npy(folder / "gt.npy", gt)
-    finish_eval_set(folder, {"name": "sidd-val", "shape": list(gt.shape), "dtype": "uint8", "sources": sources})
+    del gt
+    finish_eval_set(folder, {"name": "sidd-val", "shape": list(shape), "dtype": "uint8", "sources": sources})
     result.prepared = 1
 
 
