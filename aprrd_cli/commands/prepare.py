@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from aprrd_cli.cli import app
@@ -60,17 +61,19 @@ def render_report(results: list[PartResult], seconds: float, prep: Path) -> None
         table.add_column(col, justify=just)
     for r in results:
         table.add_row(
-            f"{r.part.key}",
+            r.part.key,
             str(r.found),
             str(r.prepared),
             str(r.unchanged),
             f"[red]{len(r.skipped)}[/red]" if r.skipped else "0",
-            str(r.part.where) + (f" ({r.removed} stale removed)" if r.removed else ""),
+            escape(str(r.part.where)) + (f" ({r.removed} stale removed)" if r.removed else ""),
         )
     out.print(table)
     skipped = [(r.part.key, path, why) for r in results for path, why in r.skipped]
     for key, path, why in skipped:
-        out.print(f"[yellow]skipped[/yellow] [{key}] {path}: {why}", soft_wrap=True)
+        if why.startswith(f"{path}: "):  # messages that already name the file
+            why = why[len(str(path)) + 2 :]
+        out.print(f"[yellow]skipped[/yellow] {escape(f'[{key}] {path}: {why}')}", soft_wrap=True)
 
 
 @app.command("prepare-data", help=HELP)
@@ -105,7 +108,7 @@ def prepare_data(
 
     t0 = time.perf_counter()
     found = discover(root, out_dir, wanted)  # a wrong ROOT fails here, before any progress bar
-    with progress("item") as bar:
+    with progress("item", transient=True) as bar:
         task = bar.add_task("preparing", total=None)
         results = prepare(
             root,
