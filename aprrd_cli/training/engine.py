@@ -198,6 +198,22 @@ def check_resume(saved: dict, cfg: TrainConfig, identity: dict, run_dir: Path) -
         )
 
 
+def preflight(cfg: TrainConfig, opts) -> None:
+    """Refuse a run that cannot start here before anything heavy happens (identity checks,
+    which need the data and the teacher, come again in ``train``)."""
+    run_dir = Path(opts.run_dir)
+    saved = read_state(run_dir)
+    if opts.resume:
+        if saved is None:
+            raise AprrdError(f"nothing to resume: {checkpoint_path(run_dir)} does not exist; start without --resume")
+        check_resume(saved, cfg, {}, run_dir)
+    elif saved is not None:
+        raise AprrdError(
+            f"{run_dir} already holds a run (checkpoint at iteration {saved.get('iteration')}); "
+            "pass --resume to continue it, or choose another --run-dir"
+        )
+
+
 def train(
     stage: Stage,
     cfg: TrainConfig,

@@ -18,6 +18,7 @@ from torch import nn
 
 from aprrd_cli.apr import apr_step_loss
 from aprrd_cli.console import console
+from aprrd_cli.data.lock import DirLock
 from aprrd_cli.device import (
     cleanup_distributed,
     describe,
@@ -31,7 +32,7 @@ from aprrd_cli.models import ATBSN, STUDENTS, build, count_params
 from aprrd_cli.models.checkpoint import load_model
 from aprrd_cli.recharge import rd_step_loss
 from aprrd_cli.training.config import APRConfig, RDConfig, RunOptions, TrainConfig
-from aprrd_cli.training.engine import Stage, TrainResult, checkpoint_path, read_state, train
+from aprrd_cli.training.engine import Stage, TrainResult, preflight, read_state, train
 
 # Offsets that decorrelate the stage's generator from the sampler's and the weights' seeds.
 DRAW_SEED_OFFSET = 0x5EED_A9
@@ -64,14 +65,13 @@ def saved_config(run_dir: Path) -> dict | None:
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path, main: bool) -> Iterator[None]:
-    """One run per folder: rank 0 holds ``RUN/.lock`` for the whole run."""
+def run_lock(run_dir: Path, what: str, main: bool) -> Iterator[None]:
+    """One run per folder: rank 0 holds ``RUN/.aprrd.lock`` for the whole run; a second run is
+    refused with the lock's path and the holder's PID, a lock left by a killed run is taken over."""
     if not main:
         yield
         return
-    from aprrd_cli.data.lock import DirLock
-
-    with DirLock(Path(run_dir), purpose="training"):
+    with DirLock(Path(run_dir), what=what):
         yield
 
 
@@ -121,8 +121,6 @@ def _setup(opts: RunOptions, cfg: TrainConfig) -> tuple[int, int, torch.device, 
         raise AprrdError(f"--save-every must be at least 1, got {opts.save_every}", exit_code=2)
     if opts.stop_at is not None and opts.stop_at < 1:
         raise AprrdError(f"--stop-at must be at least 1, got {opts.stop_at}", exit_code=2)
-    if opts.resume and not checkpoint_path(opts.run_dir).exists():
-        raise AprrdError(f"nothing to resume: {checkpoint_path(opts.run_dir)} does not exist; start without --resume")
     return rank, world, device, precision
 
 
@@ -146,7 +144,8 @@ def _run(cfg: TrainConfig, opts: RunOptions, build_stage) -> TrainResult:
     rank, world, device, precision = _setup(opts, cfg)
     main = rank == 0
     try:
-        with run_lock(opts.run_dir, main):
+        with run_lock(opts.run_dir, f"aprrd {'train-apr' if cfg.stage == 'apr' else 'distill'}", main):
+            preflight(cfg, opts)
             store, sampler = _open_data(opts, cfg, rank, world)
             validate = make_validator(opts.val, Path(opts.data), device) if (opts.val and main) else None
             stage = build_stage(device, store)

@@ -1,0 +1,188 @@
+"""``aprrd train-apr`` and ``aprrd distill``: the two training stages.
+
+Options left out take the stage's paper defaults, or, with ``--resume``, the values the
+run was started with; an option given with ``--resume`` must agree with the saved run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import fields, replace
+from pathlib import Path
+
+import typer
+
+from aprrd_cli.cli import app
+from aprrd_cli.commands.options import DEVICE, THREADS
+from aprrd_cli.training.config import APRConfig, RDConfig, RunOptions, TrainConfig, config_from_dict
+
+ITERS = typer.Option(None, "--iters", min=1, help="Training iterations (default: 400000 APR, 200000 RD).")
+BATCH = typer.Option(None, "--batch-size", min=1, help="Global batch (split over DDP processes) (default: 8).")
+PATCH = typer.Option(
+    None, "--patch-size", min=1, help="Square patch side, a multiple of 32 (default: 256 APR, 128 RD)."
+)
+LR = typer.Option(None, "--lr", help="Initial learning rate, cosine-decayed to 0 (default: 3e-4).")
+SEED = typer.Option(None, "--seed", help="Seed of the weights, the patches and the APR/recharge draws (default: 0).")
+WORKERS = typer.Option(None, "--workers", min=0, help="Data-loading processes (default: 0 on CPU, 4 on GPU).")
+SAVE_EVERY = typer.Option(1000, "--save-every", min=1, help="Write RUN/checkpoints/last.pth every N iterations.")
+STOP_AT = typer.Option(None, "--stop-at", min=1, help="Stop after iteration N with a checkpoint (resume later).")
+RESUME = typer.Option(False, "--resume", help="Continue the run in --run-dir from its last checkpoint.")
+VAL = typer.Option(
+    None, "--val", help="Validate on a folder of pairs (noisy/ + gt/) or on 'sidd-val' from --data.", show_default=False
+)
+VAL_EVERY = typer.Option(0, "--val-every", min=0, help="Validate every N iterations (0: at the end only).")
+PRECISION = typer.Option(
+    None, "--precision", help="fp32, bf16 or fp16 (default: bf16 on GPUs that have it, else fp32)."
+)
+COMPILE = typer.Option(False, "--compile", help="torch.compile the network (falls back to eager if it fails).")
+LOG_EVERY = typer.Option(None, "--log-every", min=1, help="Write a log.jsonl record every N iterations.")
+WIDTH = typer.Option(None, "--width", min=4, hidden=True, help="Network width (48 in the paper; tests use less).")
+
+
+def _workers(n: int | None, device: str) -> int:
+    if n is not None:
+        return n
+    gpu = device.startswith("cuda") or (device == "auto" and _cuda())
+    return min(4, max(1, (os.cpu_count() or 2) - 1)) if gpu else 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _config(cls: type[TrainConfig], run_dir: Path, resume: bool, given: dict) -> TrainConfig:
+    """Paper defaults, or the saved run's values on --resume, overridden by the options given."""
+    base: TrainConfig = cls()
+    if resume:
+        from aprrd_cli.training.stages import saved_config
+
+        saved = saved_config(run_dir)
+        if saved is not None and saved.get("stage") == cls.stage:
+            base = config_from_dict(saved)
+    names = {f.name for f in fields(cls)}
+    return replace(base, **{k: v for k, v in given.items() if v is not None and k in names})
+
+
+def _options(**kw) -> RunOptions:
+    return RunOptions(**kw)
+
+
+@app.command("train-apr")
+def train_apr_cmd(
+    data: Path = typer.Option(Path("prepared"), "--data", help="Prepared store (aprrd prepare-data)."),
+    run_dir: Path = typer.Option(Path("runs/apr"), "--run-dir", help="Folder of this run."),
+    iters: int = ITERS,
+    batch_size: int = BATCH,
+    patch_size: int = PATCH,
+    lr: float = LR,
+    seed: int = SEED,
+    gamma: float = typer.Option(None, "--gamma", help="Weight of the APR regulariser (default: 4)."),
+    stop_grad: bool = typer.Option(
+        False, "--stop-grad", help="f(y) without gradients: ~30% cheaper, departs from the reference."
+    ),
+    device: str = DEVICE,
+    workers: int = WORKERS,
+    save_every: int = SAVE_EVERY,
+    stop_at: int = STOP_AT,
+    resume: bool = RESUME,
+    val: str = VAL,
+    val_every: int = VAL_EVERY,
+    precision: str = PRECISION,
+    compile: bool = COMPILE,
+    threads: int = THREADS,
+    log_every: int = LOG_EVERY,
+    width: int = WIDTH,
+) -> None:
+    """Train the teacher (AT-BSN) with the Adjacent Pixel Replacer; writes RUN/teacher.pth."""
+    from aprrd_cli.training.stages import train_apr
+
+    given = dict(
+        iters=iters,
+        batch_size=batch_size,
+        patch_size=patch_size,
+        lr=lr,
+        seed=seed,
+        gamma=gamma,
+        stop_grad=True if stop_grad else None,
+        width=width,
+    )
+    cfg = _config(APRConfig, run_dir, resume, given)
+    opts = RunOptions(
+        run_dir=run_dir,
+        data=data,
+        device=device,
+        precision=precision,
+        compile=compile,
+        workers=_workers(workers, device),
+        threads=threads,
+        save_every=save_every,
+        stop_at=stop_at,
+        resume=resume,
+        val=val,
+        val_every=val_every,
+        log_every=log_every,
+    )
+    train_apr(cfg, opts)
+
+
+@app.command("distill")
+def distill_cmd(
+    teacher: Path = typer.Option(
+        None,
+        "--teacher",
+        help="Teacher checkpoint (ours or official) (default: runs/apr/teacher.pth).",
+        show_default=False,
+    ),
+    student: str = typer.Option(None, "--student", help="Student network: 1.00M or 1.02M (default: 1.00M)."),
+    data: Path = typer.Option(Path("prepared"), "--data", help="Prepared store (aprrd prepare-data)."),
+    run_dir: Path = typer.Option(Path("runs/rd"), "--run-dir", help="Folder of this run."),
+    iters: int = ITERS,
+    batch_size: int = BATCH,
+    patch_size: int = PATCH,
+    lr: float = LR,
+    seed: int = SEED,
+    device: str = DEVICE,
+    workers: int = WORKERS,
+    save_every: int = SAVE_EVERY,
+    stop_at: int = STOP_AT,
+    resume: bool = RESUME,
+    val: str = VAL,
+    val_every: int = VAL_EVERY,
+    precision: str = PRECISION,
+    compile: bool = COMPILE,
+    threads: int = THREADS,
+    log_every: int = LOG_EVERY,
+    width: int = WIDTH,
+) -> None:
+    """Distil the student (NBSN) from a frozen teacher with Recharged Distillation; writes RUN/student.pth."""
+    from aprrd_cli.training.stages import distill
+
+    given = dict(
+        iters=iters,
+        batch_size=batch_size,
+        patch_size=patch_size,
+        lr=lr,
+        seed=seed,
+        student=student,
+        teacher=str(teacher) if teacher is not None else None,
+        width=width,
+    )
+    cfg = _config(RDConfig, run_dir, resume, given)
+    opts = RunOptions(
+        run_dir=run_dir,
+        data=data,
+        device=device,
+        precision=precision,
+        compile=compile,
+        workers=_workers(workers, device),
+        threads=threads,
+        save_every=save_every,
+        stop_at=stop_at,
+        resume=resume,
+        val=val,
+        val_every=val_every,
+        log_every=log_every,
+    )
+    distill(cfg, opts)

@@ -1,0 +1,167 @@
+"""``aprrd train-apr`` / ``aprrd distill`` through the CLI on a tiny prepared store: outputs,
+--stop-at / --resume bit for bit, resume refusals naming the option, the run lock, and
+clean one-line errors (bad patch size, missing data, a student given as teacher)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aprrd_cli.data.images import write_image
+from aprrd_cli.data.lock import DirLock
+from aprrd_cli.models.checkpoint import load_model, read_raw
+
+TINY = ("--iters", "3", "--batch-size", "2", "--patch-size", "32", "--width", "8", "--device", "cpu", "--threads", "1")
+
+
+def flat(text: str) -> str:
+    """The console wraps long lines; compare messages with single spaces."""
+    return " ".join(text.split())
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def prep(tmp_path_factory) -> Path:
+    """A prepared store of three small noisy photos, made with aprrd prepare-data."""
+    from aprrd_cli.cli import main
+
+    root = tmp_path_factory.mktemp("store")
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate(((64, 80), (72, 64), (96, 96))):
+        yy, xx = np.mgrid[0:h, 0:w]
+        img = 120 + 60 * np.sin(xx / (5 + i))[..., None] + rng.normal(0, 15, (h, w, 3))
+        write_image(root / "photos" / f"p{i}.png", np.clip(img, 0, 255).astype(np.uint8))
+    assert main(["prepare-data", str(root / "photos"), "--out", str(root / "prep")]) == 0
+    return root / "prep"
+
+
+def test_train_apr_then_distill(cli, prep, tmp_path):
+    apr = tmp_path / "apr"
+    code, _, err = cli("train-apr", "--data", prep, "--run-dir", apr, *TINY)
+    assert code == 0, err
+    assert "APR (teacher)" in err and "result ->" in err
+    teacher = load_model(apr / "teacher.pth", expect="teacher")
+    assert teacher.iteration == 3 and teacher.meta["training"]["patch_size"] == 32
+    assert not (apr / ".aprrd.lock").exists()  # released
+
+    rd = tmp_path / "rd"
+    code, _, err = cli("distill", "--teacher", apr / "teacher.pth", "--data", prep, "--run-dir", rd, *TINY)
+    assert code == 0, err
+    student = load_model(rd / "student.pth", expect="student")
+    assert student.arch == "nbsn-1.00M" and student.iteration == 3
+    cfg = json.loads((rd / "config.json").read_text())
+    assert cfg["config"]["stage"] == "rd" and cfg["config"]["teacher"] == str(apr / "teacher.pth")
+
+    # the student denoises an image through the everyday command
+    write_image(tmp_path / "in.png", np.full((40, 50, 3), 128, np.uint8))
+    code, _, err = cli("denoise", tmp_path / "in.png", tmp_path / "out.png", "--model", rd / "student.pth")
+    assert code == 0, err and (tmp_path / "out.png").exists()
+
+
+def test_stop_at_and_resume_with_defaults_from_the_run(cli, prep, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert cli("train-apr", "--data", prep, "--run-dir", full, *TINY)[0] == 0
+    code, _, err = cli("train-apr", "--data", prep, "--run-dir", part, *TINY, "--stop-at", "1")
+    assert code == 0, err
+    assert "continue with --resume" in flat(err)
+    assert not (part / "teacher.pth").exists()
+    # --resume alone: every option comes from the saved run
+    code, _, err = cli("train-apr", "--data", prep, "--run-dir", part, "--resume", "--device", "cpu")
+    assert code == 0, err
+    a, b = load_model(full / "teacher.pth").model.state_dict(), load_model(part / "teacher.pth").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refusals_name_the_option(cli, prep, tmp_path):
+    run = tmp_path / "run"
+    code, _, err = cli("train-apr", "--data", prep, "--run-dir", run, "--resume", *TINY)
+    assert code == 1 and "nothing to resume" in flat(err)
+    assert cli("train-apr", "--data", prep, "--run-dir", run, *TINY, "--stop-at", "1")[0] == 0
+    code, _, err = cli(
+        "train-apr", "--data", prep, "--run-dir", run, "--resume", "--patch-size", "64", "--device", "cpu"
+    )
+    assert code == 1 and "--patch-size 32 -> 64" in flat(err) and "APR (teacher)" not in err and "Traceback" not in err
+    code, _, err = cli("train-apr", "--data", prep, "--run-dir", run, *TINY)
+    assert code == 1 and "already holds a run" in flat(err)
+
+
+def test_second_run_on_a_locked_folder_is_refused(cli, prep, tmp_path):
+    run = tmp_path / "run"
+    with DirLock(run, what="aprrd train-apr"):
+        code, _, err = cli("train-apr", "--data", prep, "--run-dir", run, *TINY)
+    assert code == 1
+    assert ".aprrd.lock" in flat(err) and f"PID {os.getpid()}" in flat(err)
+    assert not (run / "checkpoints").exists()
+
+
+def test_stale_lock_is_taken_over(cli, prep, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".aprrd.lock").write_text(json.dumps({"pid": 999999, "what": "aprrd train-apr"}))
+    code, _, err = cli("train-apr", "--data", prep, "--run-dir", run, *TINY)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--patch-size", "40"), "multiple of 32"),
+        (("--patch-size", "128"), "larger than the smallest training image side (64 px)"),
+        (("--batch-size", "3", "--patch-size", "32"), None),  # fine on one process
+    ],
+)
+def test_patch_size_errors(cli, prep, tmp_path, args, message):
+    code, _, err = cli(
+        "train-apr",
+        "--data",
+        prep,
+        "--run-dir",
+        tmp_path / "r",
+        "--iters",
+        "1",
+        "--width",
+        "8",
+        "--device",
+        "cpu",
+        *args,
+    )
+    if message is None:
+        assert code == 0, err
+        return
+    assert code == 2 and message in flat(err) and "Traceback" not in err
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_missing_data_is_one_line(cli, tmp_path):
+    code, _, err = cli("train-apr", "--data", tmp_path / "nothing", "--run-dir", tmp_path / "r", *TINY)
+    assert code == 1 and "prepare-data" in err and flat(err).count("error:") == 1 and "Traceback" not in err
+
+
+def test_student_given_as_teacher(cli, prep, tmp_path, official_student_path):
+    code, _, err = cli(
+        "distill", "--teacher", official_student_path, "--data", prep, "--run-dir", tmp_path / "r", *TINY
+    )
+    assert code == 1 and "a teacher (AT-BSN) is needed" in flat(err)
+    assert not (tmp_path / "r").exists()
+
+
+def test_official_teacher_is_accepted(cli, prep, tmp_path, random_teacher_path):
+    code, _, err = cli(
+        "distill", "--teacher", random_teacher_path, "--data", prep, "--run-dir", tmp_path / "r",
+        "--iters", "1", "--batch-size", "1", "--patch-size", "32", "--device", "cpu", "--student", "1.02M",
+    )  # fmt: skip
+    assert code == 0, err
+    assert load_model(tmp_path / "r" / "student.pth").arch == "nbsn-1.02M"
+    assert read_raw(tmp_path / "r" / "checkpoints" / "last.pth")["training"]["identity"]["teacher"][0]
