@@ -165,3 +165,21 @@ def test_official_teacher_is_accepted(cli, prep, tmp_path, random_teacher_path):
     assert code == 0, err
     assert load_model(tmp_path / "r" / "student.pth").arch == "nbsn-1.02M"
     assert read_raw(tmp_path / "r" / "checkpoints" / "last.pth")["training"]["identity"]["teacher"][0]
+
+
+def test_validation_on_pairs_is_logged(cli, prep, tmp_path):
+    rng = np.random.default_rng(3)
+    for name in ("a.png", "b.png"):
+        gt = rng.integers(60, 200, (48, 64, 3), dtype=np.uint8)
+        write_image(tmp_path / "pairs" / "gt" / name, gt)
+        noisy = np.clip(gt + rng.normal(0, 10, gt.shape), 0, 255).astype(np.uint8)
+        write_image(tmp_path / "pairs" / "noisy" / name, noisy)
+    run = tmp_path / "run"
+    code, _, err = cli(
+        "train-apr", "--data", prep, "--run-dir", run, *TINY, "--val", tmp_path / "pairs", "--val-every", "2"
+    )
+    assert code == 0, err
+    vals = [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "val_psnr" in r]
+    assert [r["iteration"] for r in vals] == [2, 3]  # every 2 and at the end
+    assert all(0 < r["val_psnr"] < 100 and -1 <= r["val_ssim"] <= 1 for r in vals)
+    assert "validation PSNR" in flat(err)

@@ -325,7 +325,7 @@ def train(
             kept = f"the last good checkpoint {ckpt} (iteration {saved_at}) is kept" if saved_at else "no checkpoint"
             raise NonFiniteLoss(
                 f"the loss became {value} at iteration {it + 1}; stopped, {kept}; "
-                "lower --lr or use --precision fp32, then --resume"
+                "try --resume with --precision fp32, or a new --run-dir with a lower --lr"
             )
         (scaler.scale(loss) if scaler else loss).backward()
         return value
