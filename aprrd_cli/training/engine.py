@@ -87,6 +87,15 @@ def read_state(run_dir: Path) -> dict | None:
     return raw
 
 
+def remove_leftovers(run_dir: Path) -> None:
+    """Delete temporary files a ``kill -9`` during a save left behind (the lock is held)."""
+    for folder in (run_dir, run_dir / "checkpoints"):
+        if folder.is_dir():
+            for p in folder.glob(".*.part"):
+                with contextlib.suppress(OSError):
+                    p.unlink()
+
+
 # --- random states -------------------------------------------------------------------------
 
 
@@ -273,6 +282,8 @@ def train(
     if opts.compile:
         net = torch.compile(net)
 
+    if main:
+        remove_leftovers(run_dir)
     log = RunLog(run_dir / "log.jsonl", start if opts.resume else None) if main else None
     if main:
         write_json(
