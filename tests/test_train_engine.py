@@ -212,3 +212,16 @@ def test_distillation_stage_resumes_bit_exact(tmp_path):
 def run_teacher(run: Path) -> Path:
     run_apr(run, APRConfig(iters=1, batch_size=1, patch_size=32, width=8))
     return run / "teacher.pth"
+
+
+def test_compile_failure_falls_back_to_eager_with_the_same_result(uninterrupted, tmp_path, monkeypatch, capsys):
+    def broken_compile(net):
+        def fails(*args, **kwargs):
+            raise RuntimeError("no compiler here")
+
+        return fails
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    run_apr(tmp_path, TINY, compile=True)
+    assert "--compile failed" in " ".join(capsys.readouterr().err.split())
+    assert_same(params(tmp_path / "teacher.pth"), params(uninterrupted / "teacher.pth"))
