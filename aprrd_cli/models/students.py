@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aprrd_cli.models.blocks import LEAK, init_weights, upsample
+from aprrd_cli.models.blocks import LEAK, channels_last, init_weights, up_cat_conv
 from aprrd_cli.models.unet import UNet
 
 
@@ -37,7 +37,11 @@ class _Conv(nn.Module):
         self.conv = nn.Conv2d(cin, cout, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(self.conv(x), LEAK)
+        return F.leaky_relu(self.conv(x), LEAK, inplace=True)
+
+    def up_cat(self, z: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """``self(cat(upsample(z), skip))``, folded (see ``blocks.up_cat_conv``)."""
+        return F.leaky_relu(up_cat_conv(self.conv, z, skip), LEAK, inplace=True)
 
 
 class NBSN102(nn.Module):
@@ -67,14 +71,12 @@ class NBSN102(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
-        z = x
+        z = channels_last(x)
         for i in range(1, 6):
             z = getattr(self, f"enc{i}")(z)
             skips.append(z)
             z = F.max_pool2d(z, 2)
         z = self.enc6(z)
         for i in (5, 4, 3, 2):
-            z = torch.cat((upsample(z), skips[i - 1]), 1)
-            z = getattr(self, f"dec{i}_1")(getattr(self, f"dec{i}_2")(z))
-        z = torch.cat((upsample(z), skips[0]), 1)
-        return self.dec1_1(self.dec1_2(z))
+            z = getattr(self, f"dec{i}_1")(getattr(self, f"dec{i}_2").up_cat(z, skips[i - 1]))
+        return self.dec1_1(self.dec1_2.up_cat(z, skips[0]))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from aprrd_cli.models.blocks import ConvBlock, pool, upsample
+from aprrd_cli.models.blocks import ConvBlock, channels_last, pool
 
 
 class Enc(nn.Module):
@@ -27,8 +27,9 @@ class Dec(nn.Module):
         self.conv1 = ConvBlock(cin, cmid, blind)
         self.conv2 = ConvBlock(cmid, cout, blind)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.conv1(x))
+    def forward(self, z: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """The two convs on ``cat(upsample(z), skip)``."""
+        return self.conv2(self.conv1.up_cat(z, skip))
 
 
 class UNet(nn.Module):
@@ -53,15 +54,16 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self.blind
+        x = channels_last(x)
         x0 = self.intro(x)
         x1 = pool(self.enc1(x0), b)
         x2 = pool(self.enc2(x1), b)
         x3 = pool(self.enc3(x2), b)
         x4 = pool(self.enc4(x3), b)
         x5 = pool(self.enc5(x4), b)
-        z = upsample(self.enc6(x5))
-        z = upsample(self.dec5(torch.cat((z, x4), 1)))
-        z = upsample(self.dec4(torch.cat((z, x3), 1)))
-        z = upsample(self.dec3(torch.cat((z, x2), 1)))
-        z = upsample(self.dec2(torch.cat((z, x1), 1)))
-        return self.dec1(torch.cat((z, x), 1))
+        z = self.enc6(x5)
+        z = self.dec5(z, x4)
+        z = self.dec4(z, x3)
+        z = self.dec3(z, x2)
+        z = self.dec2(z, x1)
+        return self.dec1(z, x)
