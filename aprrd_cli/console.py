@@ -16,8 +16,9 @@ from rich.progress import (
 )
 from rich.text import Text
 
-console = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+# soft_wrap: a message stays one line (terminals wrap it visually), so logs and greps see one line
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
 
 
 class RateColumn(ProgressColumn):

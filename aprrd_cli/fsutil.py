@@ -11,6 +11,16 @@ from pathlib import Path
 from aprrd_cli.errors import AprrdError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by their owner only; outputs get the usual mode instead.
+FILE_MODE = 0o666 & ~_current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
@@ -31,6 +41,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         raise AprrdError(f"cannot write in {parent}: {e.strerror or e}; choose a writable folder") from e
     os.close(fd)
     tmp_path = Path(tmp)
+    with contextlib.suppress(OSError):
+        os.chmod(tmp_path, FILE_MODE)
     try:
         yield tmp_path
         with contextlib.suppress(OSError):

@@ -66,19 +66,20 @@ def padding_for(h: int, w: int, extra: int) -> tuple[int, int, int, int]:
 def tile_spans(length: int, core: int, margin: int) -> list[tuple[int, int, int, int]]:
     """Windows over ``[0, length)``: (window start, window end, core start, core end).
 
-    Cores partition the range; every window has the same size (a multiple of 32,
-    clamped to ``length``, itself a multiple of 32) and holds its core plus up to
-    ``margin`` pixels of context on each side.
+    Cores partition the range. Every window has the same size, a multiple of 32 (clamped
+    to ``length``, itself a multiple of 32), starts on the 32-pixel grid so that its
+    poolings line up with the whole image's, and holds its core plus at least ``margin``
+    pixels of context on each side (less only at the ends of the range).
     """
-    window = min(length, -(-(core + 2 * margin) // MULTIPLE) * MULTIPLE)
+    window = min(length, -(-(core + 2 * margin + MULTIPLE - 1) // MULTIPLE) * MULTIPLE)
     if window >= length:
         return [(0, length, 0, length)]
-    step = max(window - 2 * margin, MULTIPLE)
+    step = window - 2 * margin - (MULTIPLE - 1)
     spans = []
     c0 = 0
     while c0 < length:
         c1 = min(c0 + step, length)
-        w0 = min(max(c0 - margin, 0), length - window)
+        w0 = min(max((c0 - margin) // MULTIPLE * MULTIPLE, 0), length - window)
         spans.append((w0, w0 + window, c0, c1))
         c0 = c1
     return spans

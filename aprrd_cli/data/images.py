@@ -81,6 +81,9 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarr
     if fmt is None:
         raise InputError(f"{path} is not a PNG, TIFF or JPEG image")
     try:
+        if fmt == "png" and len(head) >= 24 and head[12:16] == b"IHDR":
+            width, height = struct.unpack(">II", head[16:24])
+            _check_dims(path, width, height, max_pixels)
         if fmt == "tiff":
             arr = _read_tiff(path, max_pixels)
         elif fmt == "png" and _png_is_16bit_colour(head):
@@ -127,9 +130,16 @@ def _read_png16_colour(path: Path, head: bytes, max_pixels: int) -> np.ndarray:
 def _read_pillow(path: Path, max_pixels: int) -> np.ndarray:
     from PIL import Image
 
+    Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own guard then fires only at twice our limit
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(path) as im:
+        try:
+            im = Image.open(path)
+        except Image.DecompressionBombError as e:
+            raise InputError(
+                f"{path}: declares more than the {max_pixels / 1e6:.0f} MP limit; likely a corrupt or hostile file"
+            ) from e
+        with im:
             _check_dims(path, im.width, im.height, max_pixels)
             im.load()  # decodes fully; raises on truncated data
             mode = im.mode

@@ -60,9 +60,8 @@ def read_raw(path: str | Path, map_location: str | torch.device = "cpu") -> dict
         ) from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        hint = "truncated or corrupt" if "zip" in msg.lower() or "stream" in msg.lower() else "unreadable"
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({hint}: {msg[:100]}); "
+            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt: {msg[:100]}); "
             "expected an aprrd or official APR-RD .pth file"
         ) from e
     if not isinstance(obj, dict):

@@ -1,0 +1,102 @@
+"""Padding and tiling: any size works, tiles agree with the whole image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aprrd_cli.infer import MULTIPLE, Denoiser, padding_for, reflect_pad, tile_spans
+from aprrd_cli.models import ATBSN, NBSN100
+from aprrd_cli.models.checkpoint import load_model
+
+
+def test_reflect_pad_equals_torch_where_torch_can() -> None:
+    x = torch.rand(1, 3, 10, 12)
+    assert torch.equal(reflect_pad(x, 3, 4, 5, 6), torch.nn.functional.pad(x, (5, 6, 3, 4), mode="reflect"))
+
+
+def test_reflect_pad_beyond_the_image_and_of_one_pixel() -> None:
+    x = torch.arange(3.0).reshape(1, 1, 1, 3)
+    y = reflect_pad(x, 2, 1, 5, 5)
+    assert y.shape == (1, 1, 4, 13)
+    assert y[0, 0, 0].tolist() == [1, 0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1]
+    assert torch.equal(y[0, 0, 0], y[0, 0, 3])  # a one-row image can only be replicated
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 300), w=st.integers(1, 300), extra=st.sampled_from([0, 16]))
+def test_padder_property(h: int, w: int, extra: int) -> None:
+    t, b, left, r = padding_for(h, w, extra)
+    assert (h + t + b) % MULTIPLE == 0 and (w + left + r) % MULTIPLE == 0
+    assert min(t, b, left, r) >= extra and max(t - b, b - t, left - r, r - left) <= 1 + 0
+    y = reflect_pad(torch.rand(1, 3, h, w), t, b, left, r)
+    assert y.shape == (1, 3, h + t + b, w + left + r)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    n=st.integers(1, 40).map(lambda k: k * MULTIPLE),
+    core=st.integers(16, 600),
+    margin=st.integers(0, 128),
+)
+def test_tiler_property(n: int, core: int, margin: int) -> None:
+    """Cores partition the range, windows are equal multiples of 32 inside it and hold their cores."""
+    spans = tile_spans(n, core, margin)
+    covered = np.zeros(n, dtype=int)
+    sizes = set()
+    for w0, w1, c0, c1 in spans:
+        assert 0 <= w0 <= c0 < c1 <= w1 <= n
+        assert (w1 - w0) % MULTIPLE == 0 and w0 % MULTIPLE == 0
+        sizes.add(w1 - w0)
+        covered[c0:c1] += 1
+        if len(spans) > 1:  # every core has its margin of context unless clamped at the ends
+            assert c0 - w0 >= min(margin, c0) and w1 - c1 >= min(margin, n - c1)
+    assert (covered == 1).all() and len(sizes) == 1
+
+
+@pytest.mark.parametrize(("h", "w"), [(1, 1), (7, 33), (31, 5), (64, 64), (45, 100)])
+def test_any_size_comes_back_the_same_size(h: int, w: int) -> None:
+    torch.manual_seed(0)
+    for model in (NBSN100(width=8), ATBSN(width=8)):
+        y = Denoiser(model, torch.device("cpu"))(torch.rand(1, 3, h, w))
+        assert y.shape == (1, 3, h, w) and torch.isfinite(y).all()
+
+
+def test_tiles_are_exact_when_the_margin_covers_the_receptive_field() -> None:
+    """Windows on the 32-pixel grid: with enough context, tiling changes nothing at all.
+
+    (Random weights spread over the whole receptive field, about 160 pixels for the
+    student and 288 for the blind teacher; trained ones are local enough that the default
+    margin of 96 gives one grey level, tested on a real photo below.)
+    """
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 500, 620)
+    model = NBSN100(width=8)
+    whole = Denoiser(model, torch.device("cpu"), tile=0)(x)
+    den = Denoiser(model, torch.device("cpu"), tile=64, overlap=160)
+    assert len(tile_spans(512, 64, 160)) * len(tile_spans(640, 64, 160)) > 2
+    assert (whole - den(x)).abs().max().item() < 1e-5
+
+
+def test_tiled_equals_whole_on_a_real_photo(official_student_path, sidd7) -> None:
+    """The official student on a real 512x512 SIDD crop: tiled within 1 grey level of whole."""
+    from aprrd_cli.data.images import read_image, to_float
+
+    arr, _ = read_image(sidd7 / "noisy" / "NOISY_0.png")
+    x = torch.from_numpy(to_float(arr)[0].transpose(2, 0, 1).copy())[None]
+    model = load_model(official_student_path).model
+    whole = Denoiser(model, torch.device("cpu"), tile=0)(x)
+    tiled = Denoiser(model, torch.device("cpu"), tile=128, overlap=96)(x)
+    assert Denoiser(model, torch.device("cpu"), tile=128).will_tile(*x.shape[-2:])
+    diff = ((whole.clamp(0, 1) * 255).round() - (tiled.clamp(0, 1) * 255).round()).abs()
+    assert diff.max() <= 1 and diff.mean() < 0.01
+
+
+def test_auto_tiling_only_for_large_images() -> None:
+    d = Denoiser(NBSN100(width=8), torch.device("cpu"))
+    assert not d.will_tile(1000, 1000)
+    assert d.will_tile(1100, 1000)
+    assert not Denoiser(NBSN100(width=8), torch.device("cpu"), tile=0).will_tile(5000, 5000)
