@@ -33,7 +33,7 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.blind:
-            x = F.pad(x, (1, 1, 2, 0))
+            return F.leaky_relu(blind_conv(x, self.conv.weight, self.conv.bias), LEAK)
         return F.leaky_relu(self.conv(x), LEAK, inplace=True)
 
     def up_cat(self, z: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -47,11 +47,18 @@ def up_cat_conv(conv: nn.Conv2d, z: torch.Tensor, skip: torch.Tensor, blind: boo
     if blind:
         # the blind conv's output row r is the normal conv's row r - 1: no top padding, first 2h rows
         y = F.conv_transpose2d(z, wt, stride=2, padding=(0, 1))[:, :, : 2 * z.shape[2]]
-        s = F.conv2d(F.pad(skip, (1, 1, 2, 0)), ws, conv.bias)
-    else:
-        y = F.conv_transpose2d(z, wt, stride=2, padding=1)
-        s = F.conv2d(skip, ws, conv.bias, padding=1)
-    return s.add_(y)
+        return torch.add(blind_conv(skip, ws, conv.bias), y)
+    y = F.conv_transpose2d(z, wt, stride=2, padding=1)
+    return F.conv2d(skip, ws, conv.bias, padding=1).add_(y)
+
+
+def blind_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The blind 3x3 conv: output row i sees input rows i-2..i only.
+
+    Padding 2 rows on top AND bottom and keeping the first H output rows is the reference's
+    "zero row on top, conv, drop the last row" without a padded copy of the input.
+    """
+    return F.conv2d(x, weight, bias, padding=(2, 1))[:, :, : x.shape[2]]
 
 
 def _split_weights(conv: nn.Conv2d, cz: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,10 +100,19 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
 
 
 def pool(x: torch.Tensor, blind: bool) -> torch.Tensor:
-    """2x2 max-pool; the blind one shifts down one row (zero row on top) first."""
-    if blind:
-        x = shift_down(x, 1)
-    return F.max_pool2d(x, 2)
+    """2x2 max-pool; the blind one shifts down one row (zero row on top) first.
+
+    The blind one pools with one padded row on top instead of a shifted copy; the padding
+    is -inf there, and the reference's row is zero, so the first output row is then
+    clamped at 0 (max(0, a, b) = max(a, b, 0)).
+    """
+    if not blind:
+        return F.max_pool2d(x, 2)
+    y = F.max_pool2d(x, 2, padding=(1, 0))[:, :, : x.shape[2] // 2]
+    if torch.is_grad_enabled():
+        return torch.cat((y[:, :, :1].clamp(min=0), y[:, :, 1:]), 2)
+    y[:, :, 0].clamp_(min=0)
+    return y
 
 
 def shift_down(x: torch.Tensor, k: int) -> torch.Tensor:

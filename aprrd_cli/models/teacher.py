@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aprrd_cli.models.blocks import LEAK, init_weights, rot, shift_down, unrot
+from aprrd_cli.models.blocks import LEAK, init_weights, rot, unrot
 from aprrd_cli.models.unet import UNet
 
 TRAIN_SHIFT = 5  # hole 9, both APR teacher calls (METHOD section 3)
@@ -60,9 +60,9 @@ class ATBSN(nn.Module):
         return [even[0], odd[0], even[1], odd[1]]
 
     def _head(self, feats: list[torch.Tensor], shift: int) -> torch.Tensor:
-        z = torch.cat([unrot(shift_down(f, shift), r) for r, f in enumerate(feats)], 1)
-        z = F.leaky_relu(self.nin_A(z), LEAK)
-        z = F.leaky_relu(self.nin_B(z), LEAK)
+        z = shifted_unrotated_cat(feats, shift)
+        z = F.leaky_relu(self.nin_A(z), LEAK, inplace=True)
+        z = F.leaky_relu(self.nin_B(z), LEAK, inplace=True)
         return self.nin_C(z)
 
     def forward(self, x: torch.Tensor, shift: int = INFER_SHIFT) -> torch.Tensor:
@@ -74,3 +74,32 @@ class ATBSN(nn.Module):
         """Outputs for several shift factors from one UNet pass."""
         feats = self._unet_rotated(x)
         return [self._head(feats, s) for s in shifts]
+
+
+def shifted_unrotated_cat(feats: Sequence[torch.Tensor], k: int) -> torch.Tensor:
+    """``cat([unrot(shift_down(f_r, k), r) for r], 1)`` written straight into one buffer.
+
+    The shift drops the last ``k`` rows of the rotated frame; after un-rotating, those rows
+    become a strip of zeros on one side of the result (top, left, bottom, right for r = 0..3).
+    Only the kept rows are un-rotated and copied: no padded copies and no concatenation.
+    """
+    b, c, h, w = feats[0].shape
+    ref = feats[0]
+    z = torch.empty((b, 4 * c, h, w), dtype=ref.dtype, device=ref.device, memory_format=torch.channels_last)
+    for r, f in enumerate(feats):
+        dst = z[:, r * c : (r + 1) * c]
+        kk = min(k, f.shape[2])
+        src = unrot(f[:, :, : f.shape[2] - kk], r)
+        if r == 0:
+            dst[:, :, kk:].copy_(src)
+            dst[:, :, :kk].zero_()
+        elif r == 1:
+            dst[:, :, :, kk:].copy_(src)
+            dst[:, :, :, :kk].zero_()
+        elif r == 2:
+            dst[:, :, : h - kk].copy_(src)
+            dst[:, :, h - kk :].zero_()
+        else:
+            dst[:, :, :, : w - kk].copy_(src)
+            dst[:, :, :, w - kk :].zero_()
+    return z
