@@ -50,9 +50,10 @@ def _register() -> None:
 
     from aprrd_cli import commands
 
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
-        if not info.name.startswith("_") and info.name != "options":
-            importlib.import_module(f"aprrd_cli.commands.{info.name}")
+    pipeline = ["prepare", "train", "evaluate", "denoise"]  # help lists commands in the order of use
+    names = [i.name for i in pkgutil.iter_modules(commands.__path__) if not i.name.startswith("_")]
+    for name in sorted(set(names) - {"options"}, key=lambda n: (pipeline.index(n) if n in pipeline else 99, n)):
+        importlib.import_module(f"aprrd_cli.commands.{name}")
 
 
 _register()
