@@ -236,12 +236,12 @@ def load_official(path: str | Path) -> nn.Module:
     """Load an official ``{'model_state_dict': ...}`` file into the baseline network."""
     sd = torch.load(path, map_location="cpu", weights_only=True)["model_state_dict"]
     if "nin_A.weight" in sd:
-        arch = "atbsn"
+        arch, width = "atbsn", sd["unet.intro.conv.weight"].shape[0]
     elif "dec1_1.weight" in sd:
-        arch = "nbsn-1.02M"
+        arch, width = "nbsn-1.02M", sd["enc1.conv.weight"].shape[0]
     else:
-        arch = "nbsn-1.00M"
-    base = BASELINES[arch]()
+        arch, width = "nbsn-1.00M", sd["unet.intro.conv.weight"].shape[0]
+    base = BASELINES[arch](width=width)
     base.load_state_dict(sd, strict=True)
     return base.eval()
 
@@ -253,3 +253,107 @@ def baseline_infer(net: nn.Module, x: torch.Tensor, shift: int = 1) -> torch.Ten
             xp = F.pad(x, (16, 16, 16, 16), mode="reflect")
             return net(xp, shift)[:, :, 16:-16, 16:-16]
         return net(x)
+
+
+def baseline_tiled(net: nn.Module, x: torch.Tensor, core: int, margin: int) -> torch.Tensor:
+    """A student over a large photo, tile by tile on the same windows as ours (``infer.tile_spans``).
+
+    The official script runs whole images; a 12 MP photo does not fit in this machine's
+    memory that way, so the baseline reuses our tiling and only the network differs.
+    """
+    from aprrd_cli.infer import padding_for, reflect_pad, tile_spans
+
+    h, w = x.shape[-2:]
+    t, b, lft, r = padding_for(h, w, 0)
+    xp = reflect_pad(x, t, b, lft, r)
+    H, W = xp.shape[-2:]
+    out = torch.empty_like(xp)
+    with torch.no_grad():
+        for r0, r1, cr0, cr1 in tile_spans(H, core, margin):
+            for c0, c1, cc0, cc1 in tile_spans(W, core, margin):
+                y = net(xp[:, :, r0:r1, c0:c1])
+                out[:, :, cr0:cr1, cc0:cc1] = y[:, :, cr0 - r0 : cr1 - r0, cc0 - c0 : cc1 - c0]
+    return out[:, :, t : t + h, lft : lft + w]
+
+
+# --- Training steps, the straightforward way -------------------------------------------------
+
+_NINE = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)]
+_PAIRS = [(i, j) for i in range(9) for j in range(9) if i != j]
+
+
+def apr_replace(x: torch.Tensor, pair: torch.Tensor, which: int) -> torch.Tensor:
+    """``h1`` (which=0) or ``h2`` (which=1) of APR: every pixel takes its drawn neighbour (clamped)."""
+    dev = x.device
+    table = torch.tensor([_NINE[p[which]] for p in _PAIRS], device=dev)
+    off = table[pair.to(dev)]  # B x H x W x 2
+    b, _, h, w = x.shape
+    rows = (torch.arange(h, device=dev).view(1, h, 1) + off[..., 0]).clamp(0, h - 1)
+    cols = (torch.arange(w, device=dev).view(1, 1, w) + off[..., 1]).clamp(0, w - 1)
+    batch = torch.arange(b, device=dev).view(b, 1, 1)
+    return x.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+
+
+def apr_step(net: nn.Module, opt: torch.optim.Optimizer, y: torch.Tensor, gen: torch.Generator) -> float:
+    """One APR iteration: two teacher calls at shift 5, the loss with gamma 4, backward, Adam."""
+    opt.zero_grad()
+    b, _, h, w = y.shape
+    pair = torch.randint(0, len(_PAIRS), (b, h, w), generator=gen, device=gen.device)
+    h1y, h2y = apr_replace(y, pair, 0), apr_replace(y, pair, 1)
+    f_h1y = net(h1y, 5)
+    f_y = net(y, 5)
+    diff = f_h1y - h2y
+    loss = diff.abs().mean() + 4.0 * (diff - (apr_replace(f_y, pair, 0) - apr_replace(f_y, pair, 1))).abs().mean()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def rd_step(
+    student: nn.Module, teacher: nn.Module, opt: torch.optim.Optimizer, y: torch.Tensor, gen: torch.Generator
+) -> float:
+    """One RD iteration: six teacher targets (pad 16), recharged, L1 to each, backward, Adam."""
+    opt.zero_grad()
+    b, _, h, w = y.shape
+    choice = torch.randint(0, 6, (b, 1, h, w), generator=gen, device=gen.device)
+    with torch.no_grad():
+        yp = F.pad(y, (16, 16, 16, 16), mode="reflect")
+        targets = [o[:, :, 16:-16, 16:-16] for o in teacher.forward_multi(yp, range(6))]
+        targets = [torch.where(choice == s, y, t) for s, t in enumerate(targets)]
+    out = student(y)
+    loss = sum((out - t).abs().mean() for t in targets)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+class OfficialStyleLoader:
+    """The official data loader's design: every image held in memory, and each sample crops
+    all ``n_patches`` patches of an image (with one random flip/rotation) to return one."""
+
+    def __init__(self, images: list, patch: int, n_patches: int = 200, seed: int = 0) -> None:
+        import numpy as np
+
+        self.np = np
+        self.images = [np.array(im) for im in images]  # a private in-memory copy, as the official loader keeps
+        self.patch = patch
+        self.n_patches = n_patches
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self, index: int) -> torch.Tensor:
+        np = self.np
+        img = self.images[index % len(self.images)]
+        p = self.patch
+        crops = []
+        for _ in range(self.n_patches):
+            top = int(self.rng.integers(0, img.shape[0] - p + 1))
+            left = int(self.rng.integers(0, img.shape[1] - p + 1))
+            crop = img[top : top + p, left : left + p]
+            k = int(self.rng.integers(0, 8))
+            crop = np.rot90(crop, k % 4)
+            if k >= 4:
+                crop = crop[:, ::-1]
+            crops.append(np.ascontiguousarray(crop))
+        patches = np.stack(crops)
+        one = patches[int(self.rng.integers(0, self.n_patches))]
+        return torch.from_numpy(one.transpose(2, 0, 1).astype(np.float32) / 255.0)
