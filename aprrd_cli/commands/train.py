@@ -36,7 +36,9 @@ PRECISION = typer.Option(
 )
 COMPILE = typer.Option(False, "--compile", help="torch.compile the network (falls back to eager if it fails).")
 LOG_EVERY = typer.Option(None, "--log-every", min=1, help="Write a log.jsonl record every N iterations.")
-WIDTH = typer.Option(None, "--width", min=4, hidden=True, help="Network width (48 in the paper; tests use less).")
+WIDTH = typer.Option(
+    None, "--width", min=4, help="Network width (default: 48, the paper's; smaller is faster and weaker)."
+)
 
 
 def _workers(n: int | None, device: str) -> int:
