@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aprrd_cli.models.blocks import LEAK, init_weights, rot, unrot
+from aprrd_cli.models.blocks import LEAK, init_weights, rot, shift_down, unrot
 from aprrd_cli.models.unet import UNet
 
 TRAIN_SHIFT = 5  # hole 9, both APR teacher calls (METHOD section 3)
@@ -83,6 +83,10 @@ def shifted_unrotated_cat(feats: Sequence[torch.Tensor], k: int) -> torch.Tensor
     become a strip of zeros on one side of the result (top, left, bottom, right for r = 0..3).
     Only the kept rows are un-rotated and copied: no padded copies and no concatenation.
     """
+    if torch.is_grad_enabled():
+        # training: a copy into slices of one buffer makes autograd copy the whole gradient once per
+        # slice; concatenation's backward is free views
+        return torch.cat([unrot(shift_down(f, k), r) for r, f in enumerate(feats)], 1)
     b, c, h, w = feats[0].shape
     ref = feats[0]
     z = torch.empty((b, 4 * c, h, w), dtype=ref.dtype, device=ref.device, memory_format=torch.channels_last)
