@@ -1,5 +1,5 @@
-"""Allow ``python -m aprrd_cli``."""
+"""Allow ``python -m aprrd_cli`` (and ``torchrun -m aprrd_cli``) with the CLI's exit code."""
 
 from aprrd_cli.cli import main
 
-main()
+raise SystemExit(main())
