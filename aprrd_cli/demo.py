@@ -18,7 +18,6 @@ import shlex
 import shutil
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -32,18 +31,7 @@ RD_ITERS = 200  # student: batch 1 of 128x128 (a step costs about a quarter of a
 PATCH = 128
 LR = "1e-3"  # a short run needs a larger step than the paper's 3e-4 over 400k iterations
 IMAGE = "astronaut.png"
-NOISE_SCALE = 4.0  # x shot-noise variance, x2 read-noise variance of the default camera
-
-
-def build_set(folder: Path) -> Path:
-    """The embedded demo set (``prepare-data --demo``'s photos) with NOISE_SCALE times the noise."""
-    from aprrd_cli.data.demo_set import build_demo_set
-    from aprrd_cli.data.noise_sim import CameraNoise
-
-    cam = CameraNoise()
-    cam = replace(cam, gain=cam.gain * NOISE_SCALE, read=cam.read * NOISE_SCALE**0.5)
-    console.print(f"\n[bold]demo set[/bold] {folder}: the embedded photos with {NOISE_SCALE:g}x the camera noise")
-    return build_demo_set(folder, seed=0, cam=cam)
+NOISE_SCALE = 4.0  # x the simulated camera's noise variance (prepare-data --demo-noise)
 
 
 def run(*args: str | Path) -> None:
@@ -77,8 +65,7 @@ def main() -> int:
     pairs = demo_set / "pairs"
     common = ("--data", prep, "--patch-size", str(PATCH), "--batch-size", "1", "--lr", LR, "--device", "cpu")
 
-    build_set(demo_set)
-    run("prepare-data", demo_set / "noisy", "--out", prep)
+    run("prepare-data", "--demo", demo_set, "--demo-noise", f"{NOISE_SCALE:g}", "--out", prep)
     run("train-apr", *common, "--run-dir", runs / "apr", "--iters", str(APR_ITERS), "--save-every", "50")
     run(
         "distill",

@@ -89,3 +89,22 @@ def test_demo_set_builds_small_deterministic_and_prepares(tmp_path, cli):
 def test_real_pairs_correlation(name, d1, d2):
     c1, c2, _, _ = measure_pairs(need(REAL / name))
     assert c1 == pytest.approx(d1, abs=0.01) and c2 == pytest.approx(d2, abs=0.01)
+
+
+def test_demo_noise_option_scales_the_noise_and_guards_the_folder(tmp_path, cli):
+    """--demo-noise 4 makes a noisier set; a folder made with other settings is not silently reused."""
+
+    def noisy_psnr(folder) -> float:
+        name = f"{PAIRS[0][0]}.png"
+        noisy, _ = read_image(folder / "pairs" / "noisy" / name)
+        gt, _ = read_image(folder / "pairs" / "gt" / name)
+        return float(10 * np.log10(255**2 / np.mean((noisy.astype(float) - gt) ** 2)))
+
+    code, _, err = cli("prepare-data", "--demo", tmp_path / "d1", "--out", tmp_path / "p1")
+    assert code == 0, err
+    code, _, err = cli("prepare-data", "--demo", tmp_path / "d4", "--demo-noise", "4", "--out", tmp_path / "p4")
+    assert code == 0, err
+    # four times the variance is about 6 dB less PSNR (less where values clip)
+    assert 4.0 < noisy_psnr(tmp_path / "d1") - noisy_psnr(tmp_path / "d4") < 6.5
+    code, _, err = cli("prepare-data", "--demo", tmp_path / "d4", "--out", tmp_path / "p4")
+    assert code == 1 and "made with other noise settings" in err

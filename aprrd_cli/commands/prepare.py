@@ -92,6 +92,9 @@ def prepare_data(
         None, "--demo", help="Build the embedded demo set in this folder, then prepare it.", show_default=False
     ),
     seed: int = typer.Option(0, "--seed", help="Noise seed of the demo set (with --demo)."),
+    demo_noise: float = typer.Option(
+        1.0, "--demo-noise", min=0.0, help="Noise variance of the demo set, times the simulated camera's (with --demo)."
+    ),
 ) -> None:
     from aprrd_cli.data.prepare import discover, prepare
 
@@ -100,8 +103,9 @@ def prepare_data(
         if root is not None:
             raise AprrdError("give either ROOT or --demo DIR, not both", exit_code=2)
         from aprrd_cli.data.demo_set import build_demo_set
+        from aprrd_cli.data.noise_sim import CameraNoise
 
-        root = build_demo_set(demo, seed=seed) / "noisy"
+        root = build_demo_set(demo, seed=seed, cam=CameraNoise().scaled(demo_noise)) / "noisy"
         console.print(f"demo set in {demo}: training photos {root}, evaluation pairs {demo / 'pairs'}")
     elif root is None:
         raise AprrdError("give ROOT (a dataset tree or a folder of photos), or --demo DIR", exit_code=2)

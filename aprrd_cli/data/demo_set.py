@@ -10,6 +10,8 @@ same camera pipeline (see ``noise_sim.render_clean``). Everything is determinist
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +66,7 @@ def _cut(img: np.ndarray, box: tuple[int, int, int, int] | None, longest: int | 
 def build_demo_set(dir: Path, seed: int = 0, cam: CameraNoise = CameraNoise()) -> Path:
     """Write ``dir/noisy/*.png`` and ``dir/pairs/{noisy,gt}/*.png``; returns ``dir``."""
     dir = Path(dir)
+    _check_or_record_parameters(dir, seed, cam)
     jobs = [(dir / "noisy" / f"{n}.png", None, photo, box, longest) for n, photo, box, longest in TRAIN]
     jobs += [(dir / "pairs" / "noisy" / f"{n}.png", dir / "pairs" / "gt" / f"{n}.png", p, b, None) for n, p, b in PAIRS]
     for i, (noisy_path, gt_path, photo, box, longest) in enumerate(jobs):
@@ -75,3 +78,23 @@ def build_demo_set(dir: Path, seed: int = 0, cam: CameraNoise = CameraNoise()) -
         if gt_path is not None:
             write_image(gt_path, render_clean(clean, cam))
     return dir
+
+
+def _check_or_record_parameters(dir: Path, seed: int, cam: CameraNoise) -> None:
+    """Existing files are reused only if they were made with the same noise (``dir/demo.json``)."""
+    from aprrd_cli.fsutil import atomic_write_text
+
+    params = {"seed": seed, "camera": json.loads(json.dumps(asdict(cam)))}
+    record = dir / "demo.json"
+    if record.exists():
+        try:
+            old = json.loads(record.read_text())
+        except (OSError, ValueError):
+            old = None
+        if old != params:
+            raise AprrdError(
+                f"{dir} holds a demo set made with other noise settings ({record}); "
+                "choose another folder or delete this one"
+            )
+        return
+    atomic_write_text(record, json.dumps(params, indent=1))

@@ -21,7 +21,7 @@ correlation against real SIDD and CC pairs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,10 @@ class CameraNoise:
     wb_blue: float = 1.6
     nr_sigma: float = 0.5  # in-camera noise reduction, Gaussian sigma in pixels (0: none)
     ccm: tuple[tuple[float, float, float], ...] = DEFAULT_CCM
+
+    def scaled(self, factor: float) -> CameraNoise:
+        """The same camera with ``factor`` times the noise variance (shot and read alike)."""
+        return replace(self, gain=self.gain * factor, read=self.read * factor**0.5)
 
 
 def srgb_to_linear(x: np.ndarray) -> np.ndarray:
