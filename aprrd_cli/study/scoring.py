@@ -1,0 +1,126 @@
+"""Score every method of the study on one set's full pairs (PSNR / SSIM on uint8 images, as
+``aprrd evaluate --pairs``), keeping each method's denoised images for the pictures.
+
+Results are cached per method in ``OUT/SET/outputs/METHOD/scores.json`` (with the PNGs
+beside it) and redone only when the model file is newer, so re-running the study after an
+interruption or with a longer budget re-scores only what changed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aprrd_cli.console import console, progress
+from aprrd_cli.data.images import read_image, write_image
+from aprrd_cli.evaluate import Pair, score_model
+from aprrd_cli.fsutil import atomic_write_text
+from aprrd_cli.metrics import psnr_ssim_uint8
+
+# (key, label in tables and pictures)
+METHODS = (
+    ("noisy", "noisy input"),
+    ("cbm3d", "CBM3D (blind sigma)"),
+    ("bsn", "plain BSN"),
+    ("apr", "APR teacher"),
+    ("rd", "RD student"),
+    ("official", "official student (SIDD)"),
+)
+LABELS = dict(METHODS)
+
+
+def _stem(name: str) -> str:
+    return Path(name).stem + ".png"
+
+
+def _score_arrays(outputs: list[tuple[str, np.ndarray]], pairs: list[Pair]) -> dict:
+    images = []
+    for (name, out), (_, _, gt) in zip(outputs, pairs, strict=True):
+        x = torch.from_numpy(np.array(out)).permute(2, 0, 1)[None].double() / 255.0
+        p, s = psnr_ssim_uint8(x, torch.from_numpy(np.array(gt)).permute(2, 0, 1)[None])
+        images.append({"name": name, "psnr": float(p[0]), "ssim": float(s[0])})
+    return {
+        "n": len(images),
+        "psnr": float(np.mean([r["psnr"] for r in images])),
+        "ssim": float(np.mean([r["ssim"] for r in images])),
+        "images": images,
+    }
+
+
+def _cached(folder: Path, source: Path | None) -> dict | None:
+    f = folder / "scores.json"
+    if not f.exists():
+        return None
+    if source is not None and source.stat().st_mtime > f.stat().st_mtime:
+        return None
+    return json.loads(f.read_text())
+
+
+def _save(folder: Path, result: dict) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "scores.json", json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def score_noisy(pairs: list[Pair], folder: Path) -> dict:
+    return _cached(folder, None) or _save(folder, _score_arrays([(n, y) for n, y, _ in pairs], pairs))
+
+
+def score_cbm3d(pairs: list[Pair], folder: Path) -> dict:
+    """Blind CBM3D per image; each result PNG is kept, so an interrupted run redoes only what is missing."""
+    from aprrd_cli.study.cbm3d import cbm3d_blind
+
+    cached = _cached(folder, None)
+    if cached:
+        return cached
+    folder.mkdir(parents=True, exist_ok=True)
+    outputs, sigmas, t0 = [], {}, time.perf_counter()
+    with progress("image") as bar:
+        task = bar.add_task("CBM3D", total=len(pairs))
+        for name, noisy, _ in pairs:
+            path = folder / _stem(name)
+            sig_path = folder / (Path(name).stem + ".sigma")
+            if path.exists() and sig_path.exists():
+                out, sigma = read_image(path)[0], float(sig_path.read_text())
+            else:
+                out, sigma = cbm3d_blind(noisy)
+                write_image(path, out)
+                atomic_write_text(sig_path, f"{sigma!r}\n")
+            outputs.append((name, out))
+            sigmas[name] = sigma
+            bar.advance(task)
+    result = _score_arrays(outputs, pairs)
+    result["sigma"] = sigmas
+    result["seconds"] = time.perf_counter() - t0
+    return _save(folder, result)
+
+
+def score_checkpoint(model_path: Path, pairs: list[Pair], folder: Path, device: torch.device) -> dict:
+    """Denoise and score with a checkpoint (ours or the official format), saving the results as PNG."""
+    from aprrd_cli.infer import Denoiser
+    from aprrd_cli.models.checkpoint import load_model
+
+    cached = _cached(folder, model_path)
+    if cached:
+        return cached
+    folder.mkdir(parents=True, exist_ok=True)
+    loaded = load_model(model_path)
+    console.print(f"scoring {model_path} ({loaded.kind}, {loaded.arch}) on {len(pairs)} pairs")
+
+    def keep(name: str, noisy, den: np.ndarray, gt, p: float, s: float) -> None:
+        write_image(folder / _stem(name), den)
+
+    t0 = time.perf_counter()
+    result = score_model(Denoiser(loaded.model, device), pairs, on_image=keep)
+    result["seconds"] = time.perf_counter() - t0
+    result["model"] = str(model_path)
+    result["iteration"] = loaded.iteration
+    return _save(folder, result)
+
+
+def denoised(folder: Path, name: str) -> np.ndarray:
+    return read_image(folder / _stem(name))[0]
