@@ -123,3 +123,16 @@ def test_detail_window_finds_texture():
     gt = np.zeros((64, 64, 3), np.uint8)
     gt[32:, 32:] = (np.indices((32, 32)).sum(0) % 2 * 255)[..., None]
     assert detail_window(gt, 32) == (32, 32)
+
+
+def test_warmup_schedule_is_temporary():
+    from aprrd_cli.study.early import schedule_with_warmup, warmup_cosine
+    from aprrd_cli.training import engine
+
+    f = warmup_cosine(100, 10)
+    assert [round(f(i), 3) for i in (0, 4, 9)] == [0.1, 0.5, 1.0]
+    assert f(50) == pytest.approx(engine.cosine(100)(50))
+    original = engine.cosine
+    with schedule_with_warmup(5):
+        assert engine.cosine(100)(0) == pytest.approx(0.2)
+    assert engine.cosine is original
