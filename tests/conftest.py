@@ -18,6 +18,13 @@ REAL = SHARED / "data" / "real"
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test starts on one thread, even if an in-process command (--threads N) changed it."""
+    torch.set_num_threads(1)
+    yield
+
+
 def need(path: Path) -> Path:
     """Skip the calling test, with the reason, when a shared file is missing."""
     if not path.exists():

@@ -31,15 +31,6 @@ def sk_scores(den: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     return p, s
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors run 50x faster on one thread than on two cores shared with other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def student_path(tmp_path_factory) -> Path:
     """A small random student in our checkpoint format (no training needed to test plumbing)."""

@@ -19,14 +19,6 @@ from aprrd_cli.models.checkpoint import load_model, save_model
 from tests.test_data_prepare import dnd_crop, write_dnd
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A SIDD validation/benchmark + DND tree in the real formats, prepared by ``aprrd prepare-data``."""

@@ -24,14 +24,6 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def prep(tmp_path_factory) -> Path:
     """A prepared store of three small noisy photos, made with aprrd prepare-data."""

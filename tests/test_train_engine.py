@@ -64,15 +64,6 @@ class TinySampler:
 IMAGE = correlated_noisy_image()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core machine OpenMP spinning costs 10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def opts(run_dir: Path, **kw) -> RunOptions:
     return RunOptions(run_dir=run_dir, device="cpu", save_every=kw.pop("save_every", 100), show_progress=False, **kw)
 

@@ -67,7 +67,11 @@ def _config(cls: type[TrainConfig], run_dir: Path, resume: bool, given: dict) ->
     return replace(base, **{k: v for k, v in given.items() if v is not None and k in names})
 
 
-def _options(**kw) -> RunOptions:
+def _run_options(args: dict) -> RunOptions:
+    """The run options from a command's arguments: the same fields for both stages."""
+    names = {f.name for f in fields(RunOptions)}
+    kw = {k: v for k, v in args.items() if k in names}
+    kw["workers"] = _workers(args["workers"], args["device"])
     return RunOptions(**kw)
 
 
@@ -111,21 +115,7 @@ def train_apr_cmd(
         width=width,
     )
     cfg = _config(APRConfig, run_dir, resume, given)
-    opts = RunOptions(
-        run_dir=run_dir,
-        data=data,
-        device=device,
-        precision=precision,
-        compile=compile,
-        workers=_workers(workers, device),
-        threads=threads,
-        save_every=save_every,
-        stop_at=stop_at,
-        resume=resume,
-        val=val,
-        val_every=val_every,
-        log_every=log_every,
-    )
+    opts = _run_options(locals())
     train_apr(cfg, opts)
 
 
@@ -172,19 +162,5 @@ def distill_cmd(
         width=width,
     )
     cfg = _config(RDConfig, run_dir, resume, given)
-    opts = RunOptions(
-        run_dir=run_dir,
-        data=data,
-        device=device,
-        precision=precision,
-        compile=compile,
-        workers=_workers(workers, device),
-        threads=threads,
-        save_every=save_every,
-        stop_at=stop_at,
-        resume=resume,
-        val=val,
-        val_every=val_every,
-        log_every=log_every,
-    )
+    opts = _run_options(locals())
     distill(cfg, opts)
