@@ -7,15 +7,31 @@ commands' own clean-up, and a traceback appears only with ``--debug``.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import threading
 import traceback
+import warnings
 
-import typer
 
-from aprrd_cli import __version__
-from aprrd_cli.console import console
-from aprrd_cli.errors import AprrdError
+def _quit_while_starting(signum: int, frame: object) -> None:
+    """Ctrl-C / SIGTERM while the heavy modules import: nothing has started, so leave at once
+    with the interrupt's exit code instead of a KeyboardInterrupt traceback from deep in torch."""
+    os._exit(130)
+
+
+_STARTUP_HANDLERS: dict[int, object] = {}
+if threading.current_thread() is threading.main_thread():
+    for _sig in (signal.SIGINT, signal.SIGTERM):
+        _STARTUP_HANDLERS[_sig] = signal.signal(_sig, _quit_while_starting)
+
+import typer  # noqa: E402
+from rich.markup import escape  # noqa: E402
+
+from aprrd_cli import __version__  # noqa: E402
+from aprrd_cli.console import console  # noqa: E402
+from aprrd_cli.errors import AprrdError  # noqa: E402
 
 app = typer.Typer(
     name="aprrd",
@@ -57,6 +73,8 @@ def _register() -> None:
 
 
 _register()
+for _sig, _handler in _STARTUP_HANDLERS.items():  # imports done: the commands' own clean-up takes over
+    signal.signal(_sig, _handler)
 
 
 class Terminated(KeyboardInterrupt):
@@ -67,10 +85,25 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Library warnings as one line, like ours (the source line and path only with --debug)."""
+    first = (str(message).strip().splitlines() or [category.__name__])[0]
+    console.print(f"[yellow]warning:[/yellow] {escape(first[:200])}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call this in-process)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    with warnings.catch_warnings():
+        if not debug:
+            warnings.showwarning = _one_line_warning
+            # torch's note about a foreign pickle comes right before our own one-line refusal of that file
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        return _main(args, debug)
+
+
+def _main(args: list[str], debug: bool) -> int:
     previous = signal.getsignal(signal.SIGTERM)
     try:
         signal.signal(signal.SIGTERM, _on_sigterm)

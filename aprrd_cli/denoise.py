@@ -114,9 +114,10 @@ def denoise_file(
     job: Job,
     bit_depth: int | None = None,
     on_tile: Callable[[int, int], None] | None = None,
+    image: tuple[np.ndarray, ImageInfo] | None = None,
 ) -> float:
-    """Denoise one file atomically; returns its megapixels."""
-    arr, info = read_image(job.src)
+    """Denoise one file atomically; returns its megapixels. ``image``: the file already read."""
+    arr, info = image if image is not None else read_image(job.src)
     dtype = target_dtype(info, job.dst, bit_depth)
     out = denoise_array(denoiser, arr, info, dtype, str(job.src), on_tile)
     write_image(job.dst, out)

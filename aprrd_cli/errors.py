@@ -24,3 +24,8 @@ class CheckpointError(InputError):
 
 class DeviceError(AprrdError):
     """A requested device that is not present."""
+
+
+class OutputError(AprrdError):
+    """An output that cannot be written (full disk, read-only or missing folder): every later
+    write would fail the same way, so a batch stops instead of skipping file after file."""

@@ -117,7 +117,10 @@ def _as_rgb8(arr: np.ndarray, path: Path) -> tuple[np.ndarray, bool]:
     """3-channel uint8 (the field scores 8-bit colour); True when it had to be converted."""
     converted = arr.dtype != np.uint8
     if converted:
-        arr = from_float(to_float(arr, path)[0], "uint8")
+        f, clipped = to_float(arr, path)
+        if clipped:
+            warn(f"{path}: {clipped} values outside [0, 1] were clipped")
+        arr = from_float(f, "uint8")
     c = arr.shape[2]
     if c < 3:
         arr = np.repeat(arr[:, :, :1], 3, axis=2)

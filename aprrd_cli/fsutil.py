@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from aprrd_cli.errors import AprrdError
+from aprrd_cli.errors import OutputError
 
 
 def _current_umask() -> int:
@@ -19,6 +20,55 @@ def _current_umask() -> int:
 
 # mkstemp creates files readable by their owner only; outputs get the usual mode instead.
 FILE_MODE = 0o666 & ~_current_umask()
+
+
+def _blocking_file(folder: Path) -> Path | None:
+    """The nearest existing ancestor of ``folder`` (itself included) when it is a file, not a folder."""
+    for p in (folder, *folder.parents):
+        if p.exists():
+            return None if p.is_dir() else p
+    return None
+
+
+def explain(e: OSError, folder: Path) -> str:
+    """An OSError as the user's problem: what is wrong with the place we write to."""
+    blocker = _blocking_file(folder)
+    if blocker is not None:
+        return f"{blocker} is a file, not a folder"
+    if e.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+        return os.strerror(e.errno)  # "No space left on device", "Read-only file system", "Disk quota exceeded"
+    return e.strerror or str(e)
+
+
+def check_output_dir(folder: str | os.PathLike, what: str = "output") -> None:
+    """Refuse, before any work, a folder that cannot be created or written in.
+
+    Root ignores permission bits, so a test write (a temporary file, removed at once) is
+    the only reliable check; a read-only mount or a path under a regular file fail here.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".aprrd-write-test.", suffix=".part", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise OutputError(f"cannot write the {what} in {folder}: {explain(e, folder)}; choose a writable folder") from e
+
+
+def remove_partials(*folders: str | os.PathLike) -> int:
+    """Delete the temporary ``.*.part`` files a ``kill -9`` left in these folders (call it
+    while holding the folder's lock); returns how many were removed."""
+    n = 0
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            continue
+        for p in folder.glob(".*.part"):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                n += 1
+    return n
 
 
 @contextlib.contextmanager
@@ -38,7 +88,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
             dir=parent,
         )
     except OSError as e:
-        raise AprrdError(f"cannot write in {parent}: {e.strerror or e}; choose a writable folder") from e
+        raise OutputError(f"cannot write in {parent}: {explain(e, parent)}; choose a writable folder") from e
     os.close(fd)
     tmp_path = Path(tmp)
     with contextlib.suppress(OSError):
@@ -56,11 +106,21 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     except OSError as e:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
-        raise AprrdError(f"cannot write {path}: {e.strerror or e}; check free space and permissions") from e
+        if e.errno is None and _free_bytes(parent) == 0:  # numpy's tofile reports a short write without errno
+            e = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        raise OutputError(f"cannot write {path}: {explain(e, parent)}; check free space and permissions") from e
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

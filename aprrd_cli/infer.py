@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aprrd_cli.errors import CheckpointError
 from aprrd_cli.models.teacher import INFER_SHIFT
 
 MULTIPLE = 32
@@ -125,7 +126,13 @@ class Denoiser:
         else:
             y = self._tiled(xp, on_tile)
         t, _, lft, _ = pads
-        return y[:, :, t : t + h, lft : lft + w]
+        y = y[:, :, t : t + h, lft : lft + w]
+        if not torch.isfinite(y).all():  # inputs are finite in [0, 1]: only broken weights get here
+            raise CheckpointError(
+                "the network's output holds NaN or infinite values: the checkpoint's weights are damaged "
+                "(a training run that diverged?); use another checkpoint"
+            )
+        return y
 
     def _tiled(self, xp: torch.Tensor, on_tile: Callable[[int, int], None] | None) -> torch.Tensor:
         core = self.tile or DEFAULT_TILE

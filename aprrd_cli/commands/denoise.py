@@ -10,9 +10,11 @@ import typer
 from aprrd_cli.cli import app
 from aprrd_cli.commands.options import DEVICE, THREADS
 from aprrd_cli.console import console, progress
-from aprrd_cli.denoise import DEFAULT_MODEL, check_model_path, denoise_file, plan_jobs
+from aprrd_cli.data.images import read_image
+from aprrd_cli.denoise import DEFAULT_MODEL, check_model_path, denoise_file, plan_jobs, target_dtype
 from aprrd_cli.device import describe, resolve_device, set_threads
-from aprrd_cli.errors import AprrdError
+from aprrd_cli.errors import AprrdError, CheckpointError, OutputError
+from aprrd_cli.fsutil import check_output_dir
 from aprrd_cli.infer import DEFAULT_OVERLAP, Denoiser
 from aprrd_cli.models.checkpoint import load_model
 
@@ -42,6 +44,13 @@ def denoise(
     if bit_depth not in (None, 8, 16):
         raise AprrdError(f"--bit-depth must be 8 or 16, got {bit_depth}", exit_code=2)
     jobs, is_folder = plan_jobs(input, output)
+    # everything that can be refused is refused before the model loads: the output place, and a
+    # single input file itself (a folder's bad files are reported and skipped one by one)
+    check_output_dir(output if is_folder else jobs[0].dst.parent)
+    first = None
+    if not is_folder:
+        first = read_image(jobs[0].src)
+        target_dtype(first[1], jobs[0].dst, bit_depth)
     check_model_path(model)
     dev = resolve_device(device)
     set_threads(threads)
@@ -63,7 +72,12 @@ def denoise(
             if is_folder:
                 bar.update(images, description=job.src.name[:30])
             try:
-                mp_total += denoise_file(den, job, bit_depth, on_tile)
+                mp_total += denoise_file(den, job, bit_depth, on_tile, image=first)
+            except (OutputError, CheckpointError) as e:  # a full disk, a broken model: every next image would fail too
+                if not is_folder:
+                    raise
+                written = jobs.index(job) - len(failed)
+                raise type(e)(f"{e} (stopped at {job.src}; {written} image(s) written before it are kept)") from e
             except AprrdError as e:
                 if not is_folder:
                     raise

@@ -24,7 +24,7 @@ from aprrd_cli.evaluate import (
     run_sidd_bench,
     score_model,
 )
-from aprrd_cli.fsutil import atomic_write_text
+from aprrd_cli.fsutil import atomic_write_text, check_output_dir
 from aprrd_cli.infer import DEFAULT_OVERLAP, Denoiser
 from aprrd_cli.models.checkpoint import load_model
 from aprrd_cli.panels import save_side_by_side
@@ -57,10 +57,7 @@ def _check_json_target(path: Path | None) -> None:
         return
     if path.is_dir():
         raise AprrdError(f"--json {path} is a folder; give a file name such as {path / 'scores.json'}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise AprrdError(f"cannot create {path.parent} for --json: {e.strerror or e}") from e
+    check_output_dir(path.parent, "--json report")
 
 
 def _write_json(path: Path | None, report: dict) -> None:
@@ -141,6 +138,9 @@ def evaluate(
         from aprrd_cli.data.store import open_eval_set
 
         es = open_eval_set(data, eval_set)
+    out_dir = out_dir or RESULTS / (eval_set or pairs.resolve().name)
+    if save_images or eval_set in ("sidd-bench", "dnd"):  # submission files or pictures will go there
+        check_output_dir(out_dir, "submission files and pictures" if eval_set else "pictures")
     check_model_path(model)
     dev = resolve_device(device)
     set_threads(threads)
@@ -150,7 +150,6 @@ def evaluate(
         f"model: {model} ({loaded.kind} {loaded.arch}, {loaded.source}) on {describe(dev)}"
         + (", x8 self-ensemble" if ensemble else "")
     )
-    out_dir = out_dir or RESULTS / (eval_set or pairs.resolve().name)
 
     if loaded_pairs is not None:
         _run_pairs(runner, loaded_pairs, pairs, out_dir if save_images else None, json_path)

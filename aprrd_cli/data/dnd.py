@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aprrd_cli.console import warn
 from aprrd_cli.data.matfile import h5_dataset, is_v73, open_h5
 from aprrd_cli.data.parts import (
     Part,
@@ -147,6 +148,7 @@ def prepare(part: Part, out: Path, result: PartResult) -> None:
         return
     begin_eval_set(folder)
     shape = (len(good), n_boxes, crop[0], crop[1], 3)
+    clipped = 0
     try:
         with atomic_path(folder / "noisy.npy") as tmp:
             arr = create_npy(tmp, np.float32, shape)
@@ -162,6 +164,7 @@ def prepare(part: Part, out: Path, result: PartResult) -> None:
                         block = block.T.astype(np.float32)
                         if not np.all(np.isfinite(block)):
                             raise InputError(f"{f}: box {k + 1} holds NaN or infinite values")
+                        clipped += int(np.count_nonzero((block < 0) | (block > 1)))
                         np.clip(block, 0.0, 1.0, out=block)
                         arr[i, k] = block
             arr.flush()
@@ -169,6 +172,8 @@ def prepare(part: Part, out: Path, result: PartResult) -> None:
     except InputError as e:
         result.skip(part.where, str(e))
         return
+    if clipped:
+        warn(f"{part.where}: {clipped} values of the DND crops outside [0, 1] were clipped")
     finish_eval_set(
         folder,
         {

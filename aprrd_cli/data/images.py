@@ -108,13 +108,24 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarr
     return np.ascontiguousarray(arr), ImageInfo(fmt, arr.dtype.name, arr.shape[2])
 
 
+def _quiet_cv2():
+    """OpenCV, with its own C++ log silenced: a damaged file is reported once, by us, on one line."""
+    import cv2
+
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except AttributeError:  # older builds without the logging module
+        pass
+    return cv2
+
+
 def _png_is_16bit_colour(head: bytes) -> bool:
     # IHDR: width, height (4 bytes each), bit depth, colour type at offsets 24 and 25
     return len(head) >= 26 and head[12:16] == b"IHDR" and head[24] == 16 and head[25] in (2, 4, 6)
 
 
 def _read_png16_colour(path: Path, head: bytes, max_pixels: int) -> np.ndarray:
-    import cv2
+    cv2 = _quiet_cv2()
 
     width, height = struct.unpack(">II", head[16:24])
     _check_dims(path, width, height, max_pixels)
@@ -166,11 +177,20 @@ def _read_pillow(path: Path, max_pixels: int) -> np.ndarray:
 
 
 def _read_tiff(path: Path, max_pixels: int) -> np.ndarray:
+    """The first page of a TIFF, in RGB or grey whatever its photometric interpretation.
+
+    tifffile returns samples as stored: palette indices, CMYK inks, inverted grey. Those are
+    converted here (a CMYK file must not pass for RGB + alpha). Compressions tifffile cannot
+    decode without optional codecs (JPEG-in-TIFF) are handed to Pillow.
+    """
+    import logging
+
     import tifffile
 
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)  # it logs damaged headers; we raise instead
     with tifffile.TiffFile(path) as tf:
         if not tf.pages:
-            raise InputError(f"{path}: TIFF holds no image")
+            raise InputError(f"{path}: TIFF holds no image; the file is damaged or truncated")
         page = tf.pages[0]
         shape = page.shape
         if page.planarconfig == 1 or len(shape) == 2:  # contiguous
@@ -178,12 +198,64 @@ def _read_tiff(path: Path, max_pixels: int) -> np.ndarray:
         else:
             h, w = shape[1], shape[2]
         _check_dims(path, w, h, max_pixels)
-        arr = page.asarray()
+        photometric = int(page.photometric)
+        colormap = page.colormap if photometric == PHOTOMETRIC_PALETTE else None
+        try:
+            arr = page.asarray()
+        except ValueError as e:
+            if "requires" not in str(e):  # a codec tifffile lacks: Pillow may have it
+                raise
+            return _read_pillow(path, max_pixels)
     if arr.ndim == 3 and arr.shape[0] in (1, 2, 3, 4) and arr.shape[2] not in (1, 2, 3, 4):
         arr = np.moveaxis(arr, 0, 2)
     if arr.ndim not in (2, 3):
         raise InputError(f"{path}: TIFF layout {arr.shape} is not a single 2-D image")
-    return arr
+    return _tiff_to_rgb(path, arr, photometric, colormap)
+
+
+PHOTOMETRIC_MINISWHITE, PHOTOMETRIC_MINISBLACK, PHOTOMETRIC_RGB, PHOTOMETRIC_PALETTE = 0, 1, 2, 3
+PHOTOMETRIC_SEPARATED, PHOTOMETRIC_YCBCR = 5, 6
+
+
+def _full_scale(arr: np.ndarray) -> float:
+    return float(np.iinfo(arr.dtype).max) if arr.dtype.kind in "ui" else 1.0
+
+
+def _tiff_to_rgb(path: Path, arr: np.ndarray, photometric: int, colormap: np.ndarray | None) -> np.ndarray:
+    if arr.dtype == np.bool_:  # bilevel: 0 / full white
+        arr = arr.astype(np.uint8) * 255
+    if photometric in (PHOTOMETRIC_MINISBLACK, PHOTOMETRIC_RGB, PHOTOMETRIC_YCBCR):
+        return arr  # tifffile has already converted YCbCr to RGB
+    if photometric == PHOTOMETRIC_MINISWHITE:
+        grey = arr if arr.ndim == 2 else arr[:, :, 0]
+        inv = (_full_scale(grey) - grey.astype(np.float64)).astype(grey.dtype)
+        if arr.ndim == 2:
+            return inv
+        out = arr.copy()
+        out[:, :, 0] = inv
+        return out
+    if photometric == PHOTOMETRIC_PALETTE:
+        if colormap is None or arr.ndim != 2 or arr.dtype.kind != "u" or int(arr.max(initial=0)) >= colormap.shape[-1]:
+            raise InputError(f"{path}: palette TIFF with a missing or too short colour map; re-export it as RGB")
+        cmap = np.asarray(colormap)
+        if cmap.ndim != 2 or cmap.shape[0] != 3:
+            raise InputError(f"{path}: palette TIFF with a colour map of shape {cmap.shape}; re-export it as RGB")
+        if cmap.dtype == np.uint16 and (np.all(cmap % 257 == 0) or np.all(cmap % 256 == 0)):
+            cmap = (cmap >> 8).astype(np.uint8)  # 8-bit colours stored on 16 bits (x257 by libtiff, x256 by Pillow)
+        return np.ascontiguousarray(cmap[:, arr].transpose(1, 2, 0))
+    if photometric == PHOTOMETRIC_SEPARATED:
+        if arr.ndim != 3 or arr.shape[2] < 4:
+            raise InputError(f"{path}: separated (ink) TIFF with {arr.shape} samples; expected CMYK")
+        top = _full_scale(arr)
+        ink = arr[:, :, :4].astype(np.float64)
+        c, m, y, k = (ink[:, :, i] for i in range(4))
+        rgb = np.stack([(top - c) * (top - k), (top - m) * (top - k), (top - y) * (top - k)], axis=2) / top
+        if arr.dtype.kind in "ui":
+            rgb = np.rint(rgb)
+        return rgb.astype(arr.dtype)
+    raise InputError(
+        f"{path}: TIFF colour space (photometric {photometric}) is not supported; re-export it as RGB or grey"
+    )
 
 
 def to_float(arr: np.ndarray, path: str | Path = "image") -> tuple[np.ndarray, int]:
@@ -257,7 +329,7 @@ def write_image(path: str | Path, arr: np.ndarray) -> None:
 
 
 def _write_png(tmp: Path, arr: np.ndarray) -> None:
-    import cv2
+    cv2 = _quiet_cv2()
 
     c = arr.shape[2]
     if c == 2:

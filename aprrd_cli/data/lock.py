@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from aprrd_cli.errors import AprrdError
+from aprrd_cli.fsutil import explain
 
 try:
     import fcntl
@@ -87,11 +88,16 @@ class DirLock:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise AprrdError(f"cannot create {self.folder}: {e.strerror or e}; choose a writable folder") from e
-        if fcntl is not None:
-            self._acquire_flock()
-        else:
-            self._acquire_pidfile()
+            raise AprrdError(f"cannot create {self.folder}: {explain(e, self.folder)}; choose a writable folder") from e
+        try:
+            if fcntl is not None:
+                self._acquire_flock()
+            else:
+                self._acquire_pidfile()
+        except OSError as e:  # a read-only or full file system: the lock file cannot be created
+            raise AprrdError(
+                f"cannot write in {self.folder}: {explain(e, self.folder)}; choose a writable folder"
+            ) from e
 
     def _acquire_flock(self) -> None:
         for _ in range(20):

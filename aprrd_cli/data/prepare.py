@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from aprrd_cli.console import warn
 from aprrd_cli.data import dnd, folder, sidd
 from aprrd_cli.data.images import from_float, read_image, to_float
 from aprrd_cli.data.lock import DirLock
@@ -34,8 +35,10 @@ from aprrd_cli.data.store import (
     write_index,
 )
 from aprrd_cli.errors import AprrdError, InputError
+from aprrd_cli.fsutil import remove_partials
 
 SPACE_MARGIN = 256 * 2**20  # keep this much disk free beyond what an array needs
+MIN_TRAIN_SIDE = 32  # the networks pool five times: no patch fits in a smaller image
 
 EXPECTED_LAYOUT = (
     "SIDD_Medium_Srgb/Data/*/*_NOISY_SRGB_*.png, SIDD_Benchmark_Data/*/*_NOISY_SRGB_010.png, "
@@ -76,9 +79,17 @@ def load_train_image(path: Path) -> tuple[np.ndarray, str]:
         raise InputError(f"{path}: greyscale image; expected an RGB photo (8 or 16 bits)")
     if arr.shape[2] == 4:
         arr, note = arr[:, :, :3], "alpha dropped"
+    if min(arr.shape[:2]) < MIN_TRAIN_SIDE:  # prepared anyway (the store is not only for training), but said
+        warn(
+            f"{path}: {arr.shape[1]}x{arr.shape[0]} pixels is smaller than the {MIN_TRAIN_SIDE}-pixel minimum patch; "
+            "train-apr and distill will refuse this store until the image is removed from ROOT"
+        )
     if arr.dtype == np.float32:
-        arr = from_float(to_float(arr, path)[0], "uint16")
-        note = "float stored as 16-bit"
+        f, clipped = to_float(arr, path)
+        if clipped:  # a float export with overshoots: say so rather than change the data silently
+            warn(f"{path}: {clipped} values outside [0, 1] were clipped")
+        arr = from_float(f, "uint16")
+        note = "float stored as 16-bit" + (f", {clipped} values clipped to [0, 1]" if clipped else "")
     return np.ascontiguousarray(arr), note
 
 
@@ -206,6 +217,8 @@ def prepare(
 
     results: list[PartResult] = []
     with DirLock(out, what="prepare-data"):
+        # temporary files a kill -9 left (an interrupted DND array is gigabytes); no one else writes here now
+        remove_partials(out, out / TRAIN_DIR, *(out / name for name in EVAL_SETS))
         index = read_index(out)
         before = json.dumps(index, sort_keys=True) if (out / INDEX_NAME).exists() else None
         entries = {e["source"]: e for e in index["train"] if "source" in e}

@@ -170,6 +170,8 @@ def open_train_store(prep_dir: Path, groups: list[str] | None = None) -> TrainSt
     """Open the training images of ``prep_dir`` (optionally only some groups: ``sidd-medium``,
     ``sidd-bench-frames``, ``folder``), or say how to prepare them."""
     prep_dir = Path(prep_dir)
+    if prep_dir.exists() and not prep_dir.is_dir():
+        raise AprrdError(f"{prep_dir} is a file, not a prepared folder; {_prepare_hint('PREP')} and pass --data PREP")
     if not prep_dir.is_dir():
         raise AprrdError(f"{prep_dir}: no such folder; {_prepare_hint(prep_dir)}")
     entries = read_index(prep_dir)["train"]
