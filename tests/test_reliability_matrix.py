@@ -223,3 +223,36 @@ def test_bad_invocation_fails_cleanly(cli, world, case, argv, phrase, code) -> N
 def test_debug_shows_the_traceback(cli, world) -> None:
     code, _, err = cli("--debug", "denoise", world / "text.png", world / "out" / "o.png", "-m", world / "student.pth")
     assert code == 1 and "Traceback" in err and err.strip().splitlines()[-1].startswith("error:")
+
+
+@pytest.mark.parametrize(
+    ("damage", "phrase"),
+    [
+        ("[]", "holds a JSON list, not an aprrd index"),
+        ('{"version": 1, "train": 5}', "is malformed"),
+        ('{"version": 1, "train": [{"name": "x"}]}', "is malformed"),
+        ('{"version": 1, "train": [], "eval": []}', "is malformed"),
+        ("{bad", "is unreadable"),
+        ('{"version": 1, "train": [{"name": "x", "file": "../../x.npy"}]}', "points outside"),
+        ("truncated-array", "is damaged"),
+    ],
+)
+def test_damaged_prepared_store(cli, world, tmp_path, damage, phrase) -> None:
+    """A hand-edited or damaged store: train-apr and prepare-data refuse it in one line (three of
+    these were internal errors: KeyError, TypeError, AttributeError)."""
+    import shutil
+
+    prep = tmp_path / "prep"
+    shutil.copytree(world / "prep", prep)
+    if damage == "truncated-array":
+        (arr,) = (prep / "train").glob("*.npy")
+        arr.write_bytes(arr.read_bytes()[:100])
+    else:
+        (prep / "index.json").write_text(damage)
+    commands = [["train-apr", *TINY, "--data", prep, "--run-dir", tmp_path / "run", "--patch-size", "32"]]
+    if phrase not in ("is damaged", "points outside"):  # prepare-data never opens those paths: no harm there
+        commands.append(["prepare-data", world / "photos", "--out", prep])
+    for args in commands:
+        code, _, err = cli(*args)
+        assert code == 1 and err.strip().splitlines()[-1].startswith("error:") and phrase in err, err
+        assert "Traceback" not in err and not (tmp_path / "run" / "config.json").exists()

@@ -65,13 +65,26 @@ def read_index(prep_dir: Path) -> dict[str, Any]:
         index = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise AprrdError(f"{path} is unreadable ({e}); delete it and re-run prepare-data") from e
-    if not isinstance(index, dict) or index.get("version") != INDEX_VERSION:
+    if not isinstance(index, dict):
+        kind = type(index).__name__
+        raise AprrdError(f"{path} holds a JSON {kind}, not an aprrd index; delete it and re-run prepare-data")
+    if index.get("version") != INDEX_VERSION:
         raise AprrdError(
             f"{path} was written by another version of aprrd (index version {index.get('version')!r}, "
             f"expected {INDEX_VERSION}); re-run prepare-data with a new --out folder"
         )
     index.setdefault("train", [])
     index.setdefault("eval", {})
+    train = index["train"]
+
+    def entry_ok(e: object) -> bool:
+        return isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("file"), str)
+
+    # hand-edited or damaged: every reader indexes these fields, so they are checked once, here
+    if not isinstance(train, list) or not isinstance(index["eval"], dict) or not all(map(entry_ok, train)):
+        raise AprrdError(
+            f"{path} is malformed (each training entry needs a name and a file); delete it and re-run prepare-data"
+        )
     return index
 
 
