@@ -319,3 +319,91 @@ def test_prepare_removes_what_a_kill_left(tmp_path: Path) -> None:
         p.write_bytes(b"half an array")
     prepare(tmp_path / "ph", tmp_path / "prep")
     assert not any(p.exists() for p in left) and (tmp_path / "prep" / "train" / "a.npy").exists()
+
+
+# ---------------------------------------------------------------- bad dataset files
+
+
+def _val(root: Path, noisy: object, gt: object) -> None:
+    import scipy.io
+
+    d = root / "SIDD_Validation_sRGB"
+    d.mkdir(parents=True)
+    for stem, value in (("ValidationNoisyBlocksSrgb", noisy), ("ValidationGtBlocksSrgb", gt)):
+        if isinstance(value, bytes):
+            (d / f"{stem}.mat").write_bytes(value)
+        else:
+            scipy.io.savemat(d / f"{stem}.mat", {stem: value})
+
+
+def _blocks(*shape: int, dtype=np.uint8) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 200, shape).astype(dtype)
+
+
+IMG = np.random.default_rng(1).random((20, 24, 3)).astype(np.float32)
+
+
+def _dnd(root: Path, boxes: list | None = None, image: np.ndarray | None = None, truncate: bool = False) -> None:
+    from tests.test_data_prepare import write_dnd
+
+    write_dnd(root, [IMG if image is None else image], [np.array(boxes or [[1, 1, 6, 8], [15, 17, 20, 24]])])
+    if truncate:
+        f = root / "dnd_2017" / "images_srgb" / "0001.mat"
+        f.write_bytes(f.read_bytes()[:3000])
+
+
+BAD_TREES = {
+    "val-wrong-dtype": (lambda r: _val(r, _blocks(2, 3, 16, 16, 3, dtype=np.float64), _blocks(2, 3, 16, 16, 3)),
+                        "is float64; expected uint8"),
+    "val-grey-blocks": (lambda r: _val(r, _blocks(2, 3, 16, 16), _blocks(2, 3, 16, 16)), "expected [n_images"),
+    "val-zero-blocks": (lambda r: _val(r, _blocks(2, 0, 16, 16, 3), _blocks(2, 0, 16, 16, 3)), "expected [n_images"),
+    "val-gt-mismatch": (lambda r: _val(r, _blocks(2, 3, 16, 16, 3), _blocks(2, 3, 16, 12, 3)), "they must match"),
+    "val-random-bytes": (lambda r: _val(r, np.random.default_rng(2).bytes(4000), _blocks(2, 3, 16, 16, 3)),
+                         "not a readable MATLAB file"),
+    "val-truncated-header": (lambda r: _val(r, b"MATLAB 5.0 MAT-file" + b"\0" * 100, _blocks(2, 3, 16, 16, 3)),
+                             "not a readable MATLAB file"),
+    "val-cell": (lambda r: _val(r, np.array([[_blocks(16, 16, 3)]], dtype=object), _blocks(2, 3, 16, 16, 3)),
+                 "expected uint8"),
+    "dnd-box-outside": (lambda r: _dnd(r, boxes=[[1, 1, 6, 8], [15, 17, 21, 24]]), "lies outside the 20 x 24 image"),
+    "dnd-box-zero": (lambda r: _dnd(r, boxes=[[0, 1, 5, 8], [15, 17, 20, 24]]), "lies outside"),
+    "dnd-box-huge": (lambda r: _dnd(r, boxes=[[1, 1, 6e12, 8], [15, 17, 20, 24]]), "lies outside"),
+    "dnd-box-sizes": (lambda r: _dnd(r, boxes=[[1, 1, 6, 8], [15, 17, 20, 23]]), "several sizes"),
+    "dnd-box-fraction": (lambda r: _dnd(r, boxes=[[1, 1, 6, 8.5], [15, 17, 20, 24]]), "not whole pixel coordinates"),
+    "dnd-box-width": (lambda r: _dnd(r, boxes=[[1, 1, 6]]), "expected n_boxes x 4"),
+    "dnd-image-2d": (lambda r: _dnd(r, image=IMG[:, :, 0]), "expected H x W x 3"),
+    "dnd-image-integer": (lambda r: _dnd(r, image=(IMG * 255).astype(np.uint8)), "expected float sRGB"),
+    "dnd-image-nan": (lambda r: _dnd(r, image=np.where(IMG > 0.5, np.nan, IMG).astype(np.float32)), "NaN or infinite"),
+    "dnd-image-truncated": (lambda r: _dnd(r, truncate=True), "damaged or truncated"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD_TREES))
+def test_bad_dataset_files_are_reported_and_nothing_is_visible(cli, tmp_path: Path, case: str) -> None:
+    root, prep = tmp_path / "root", tmp_path / "prep"
+    build, phrase = BAD_TREES[case]
+    build(root)
+    code, out, err = cli("prepare-data", root, "--out", prep)
+    skipped = [ln for ln in out.splitlines() if ln.startswith("skipped")]
+    assert code == 1 and len(skipped) == 1 and phrase in skipped[0], out + err
+    assert "Traceback" not in out + err
+    assert not (prep / "sidd-val" / "meta.json").exists() and not (prep / "dnd" / "meta.json").exists()
+    assert not [p for p in prep.rglob("*") if p.name.endswith(".part")]
+
+
+def test_bad_photos_are_reported_and_the_good_ones_prepared(cli, tmp_path: Path) -> None:
+    ph = tmp_path / "ph"
+    write_image(ph / "ok.png", rgb(40, 40))
+    write_image(ph / "grey.png", rgb(40, 40)[:, :, :1])
+    nan = np.full((40, 40, 3), 0.5, np.float32)
+    nan[0, 0, 0] = np.nan
+    tifffile.imwrite(ph / "nan.tif", nan, photometric="rgb")
+    (ph / "empty.jpg").write_bytes(b"")
+    (ph / "junk.png").write_bytes(b"junk")
+    code, out, err = cli("prepare-data", ph, "--out", tmp_path / "prep")
+    text = flat(out)
+    assert code == 1 and text.count("skipped [folder]") == 4
+    for phrase in ("greyscale image", "NaN or infinite", "is empty", "is not a PNG, TIFF or JPEG"):
+        assert phrase in text
+    from aprrd_cli.data.store import open_train_store
+
+    assert open_train_store(tmp_path / "prep").names == ["ok"]
