@@ -407,3 +407,17 @@ def test_bad_photos_are_reported_and_the_good_ones_prepared(cli, tmp_path: Path)
     from aprrd_cli.data.store import open_train_store
 
     assert open_train_store(tmp_path / "prep").names == ["ok"]
+
+
+def test_skip_existing_continues_and_leaves_finished_outputs(cli, tmp_path: Path, small_model) -> None:
+    for i in range(3):
+        write_image(tmp_path / "in" / f"{i}.png", rgb(16, 16, i))
+    write_image(tmp_path / "out" / "1.png", rgb(4, 4))  # finished by an earlier, interrupted run
+    before = (tmp_path / "out" / "1.png").stat().st_mtime_ns
+    args = ("-m", small_model, "--device", "cpu", "--skip-existing")
+    code, _, err = cli("denoise", tmp_path / "in", tmp_path / "out", *args)
+    assert code == 0 and "denoised 2 images" in err and "1 already there" in err
+    assert (tmp_path / "out" / "1.png").stat().st_mtime_ns == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "1.png", "2.png"]
+    code, _, err = cli("denoise", tmp_path / "in" / "0.png", tmp_path / "out" / "0.png", *args)
+    assert code == 0 and "nothing to do" in err

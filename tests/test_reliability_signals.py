@@ -98,8 +98,11 @@ def test_denoise_folder(world, tmp_path, sig) -> None:
     assert 2 <= len(done) < 24 and not partials(out)
     for p in done:  # every file left is a whole image
         assert read_image(p)[0].shape == (128, 128, 3)
-    again = finish("denoise", world / "photos", out, "-m", world / "student.pth", "--device", "cpu")
+    stamps = {p.name: p.stat().st_mtime_ns for p in done}
+    again = finish("denoise", world / "photos", out, "-m", world / "student.pth", "--device", "cpu", "--skip-existing")
     assert again.returncode == 0 and len(list(out.glob("*.png"))) == 24
+    assert f"{len(done)} already there" in again.stderr  # continued: the finished ones were not redone
+    assert all(p.stat().st_mtime_ns == stamps[p.name] for p in done)
 
 
 def test_prepare_data_sigterm_then_rerun(world, tmp_path) -> None:

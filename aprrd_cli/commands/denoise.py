@@ -39,11 +39,24 @@ def denoise(
         None, "--bit-depth", help="8 or 16 bits per channel (default: as the input).", show_default=False
     ),
     threads: int = THREADS,
+    skip_existing: bool = typer.Option(
+        False,
+        "--skip-existing",
+        help="Leave outputs that already exist (outputs are written whole or not at all): continues an "
+        "interrupted folder run.",
+    ),
 ) -> None:
     """Denoise an image or a folder of images (sub-folders kept, bad files reported and skipped)."""
     if bit_depth not in (None, 8, 16):
         raise AprrdError(f"--bit-depth must be 8 or 16, got {bit_depth}", exit_code=2)
     jobs, is_folder = plan_jobs(input, output)
+    kept = 0
+    if skip_existing:
+        todo = [j for j in jobs if not j.dst.is_file()]
+        kept, jobs = len(jobs) - len(todo), todo
+        if not jobs:
+            console.print(f"nothing to do: all {kept} outputs exist in {output} (--skip-existing)")
+            return
     # everything that can be refused is refused before the model loads: the output place, and a
     # single input file itself (a folder's bad files are reported and skipped one by one)
     check_output_dir(output if is_folder else jobs[0].dst.parent)
@@ -91,6 +104,7 @@ def denoise(
     console.print(
         f"denoised {done} image{'s' if done != 1 else ''} ({mp_total:.2f} MP) in {seconds:.1f} s{rate}"
         + (f"; {len(failed)} failed" if failed else "")
+        + (f"; {kept} already there, left as they were" if kept else "")
         + f" -> {output}"
     )
     if failed:
