@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,7 @@ def test_recognise_rejects_other_networks() -> None:
     [
         (lambda p: None, "no such file"),
         (lambda p: p.write_bytes(b""), "is empty"),
-        (lambda p: p.write_bytes(os.urandom(4096)), "not a PyTorch checkpoint"),
+        (lambda p: p.write_bytes(random.Random(0).randbytes(4096)), "not a PyTorch checkpoint"),
         (lambda p: torch.save([1, 2, 3], p), "holds a list, not a checkpoint"),
         (lambda p: torch.save({"model_state_dict": {"x.weight": torch.zeros(2)}}, p), "not AT-BSN or NBSN"),
         (lambda p: torch.save({"optimizer": {}}, p), "has no network weights"),

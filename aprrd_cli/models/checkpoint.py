@@ -19,7 +19,7 @@ from torch import nn
 from aprrd_cli import __version__
 from aprrd_cli.errors import CheckpointError
 from aprrd_cli.fsutil import atomic_path
-from aprrd_cli.models import ARCHS, build
+from aprrd_cli.models import build
 
 FORMAT = "aprrd-checkpoint"
 FORMAT_VERSION = 1
@@ -61,7 +61,12 @@ def read_raw(path: str | Path, map_location: str | torch.device = "cpu") -> dict
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint (truncated or corrupt: {msg[:100]}); "
+            f"{path} is not a PyTorch checkpoint, or is truncated or corrupt ({msg[:100]}); "
+            "expected an aprrd or official APR-RD .pth file"
+        ) from e
+    except Exception as e:  # torch's unpickler meets random bytes with many exception types
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint (random or foreign bytes: {type(e).__name__}); "
             "expected an aprrd or official APR-RD .pth file"
         ) from e
     if not isinstance(obj, dict):
@@ -121,6 +126,8 @@ def load_model(
         raise CheckpointError(f"{path} has no network weights (keys: {keys}); expected an APR-RD checkpoint")
     if not isinstance(sd, dict):
         raise CheckpointError(f"{path}: model_state_dict is not a dictionary of tensors")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise CheckpointError(f"{path}: model_state_dict is not a mapping of parameter names to tensors")
     sd = _strip_prefix(sd)
     found = recognise(sd)
     if found is None:
@@ -128,12 +135,12 @@ def load_model(
             f"{path} holds a network that is not AT-BSN or NBSN (first keys: {', '.join(list(sd)[:3])}); "
             "expected an APR-RD teacher or student"
         )
-    arch, config = found
-    if source == "aprrd":
-        arch = raw.get("arch", arch)
-        config = {**config, **raw.get("config", {})}
-    if arch not in ARCHS:
-        raise CheckpointError(f"{path} names an unknown architecture {arch!r}")
+    arch, config = found  # the weights decide the network; our metadata must agree with them
+    if source == "aprrd" and (raw.get("arch", arch) != arch or raw.get("config", config) != config):
+        raise CheckpointError(
+            f"{path}: its metadata (arch {raw.get('arch')!r}, config {raw.get('config')!r}) does not match "
+            f"its weights ({arch}, {config}); the file is damaged or was edited"
+        )
     model = build(arch, **config)
     kind = model.kind
     if expect is not None and kind != expect:
@@ -143,7 +150,7 @@ def load_model(
         )
     try:
         model.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
+    except (RuntimeError, TypeError, ValueError) as e:
         first = str(e).strip().splitlines()
         detail = first[1].strip() if len(first) > 1 else first[0]
         raise CheckpointError(f"{path}: weights do not fit {arch} ({detail[:120]})") from e

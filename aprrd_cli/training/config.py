@@ -4,6 +4,7 @@ its resumption without changing the result."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -46,8 +47,8 @@ class TrainConfig:
                 f"got {self.patch_size}; try {max(MULTIPLE, round(self.patch_size / MULTIPLE) * MULTIPLE)}",
                 exit_code=2,
             )
-        if not self.lr > 0:
-            raise AprrdError(f"--lr must be positive, got {self.lr}", exit_code=2)
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise AprrdError(f"--lr must be a positive number, got {self.lr}", exit_code=2)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,11 @@ class APRConfig(TrainConfig):
 
     stage = "apr"
     output = "teacher.pth"
+
+    def check(self, world_size: int = 1) -> None:
+        super().check(world_size)
+        if not (math.isfinite(self.gamma) and self.gamma >= 0):
+            raise AprrdError(f"--gamma must be a number >= 0, got {self.gamma}", exit_code=2)
 
 
 @dataclass(frozen=True)
