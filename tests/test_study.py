@@ -52,6 +52,7 @@ def test_study_end_to_end(tmp_path, tiny_official):
     assert res["budget"]["iters"] == 2 and res["budget"]["patch_size"] == 32
     s = res["sets"]["tiny"]
     assert set(s["scores"]) == {"noisy", "cbm3d", "bsn", "apr", "rd", "official"}
+    assert s["scores"]["noisy"]["noise_kept"] == pytest.approx(1.0)
     for key, sc in s["scores"].items():
         assert sc["n"] == 3, key
         assert math.isfinite(sc["psnr"]) and 5 < sc["psnr"] < 60, key
@@ -136,3 +137,14 @@ def test_warmup_schedule_is_temporary():
     with schedule_with_warmup(5):
         assert engine.cosine(100)(0) == pytest.approx(0.2)
     assert engine.cosine is original
+
+
+def test_noise_kept():
+    from aprrd_cli.study.scoring import noise_kept
+
+    rng = np.random.default_rng(0)
+    gt = rng.integers(50, 200, (32, 32, 3)).astype(np.float64)
+    noisy = gt + rng.normal(0, 10, gt.shape)
+    assert noise_kept(noisy, noisy, gt) == pytest.approx(1.0)
+    assert noise_kept(gt, noisy, gt) == pytest.approx(0.0)
+    assert noise_kept(gt + 0.5 * (noisy - gt), noisy, gt) == pytest.approx(0.5)

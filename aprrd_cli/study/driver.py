@@ -5,6 +5,7 @@ tables and ``OUT/report.md`` / ``OUT/results.json``."""
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -29,6 +30,16 @@ def _train_seconds(run_dir: Path) -> float | None:
     return float(recs[-1]["seconds"]) if recs else None
 
 
+def trained_on(run_dir: Path) -> str | None:
+    """Where a run trained (device and threads, from its config.json)."""
+    cfg = run_dir / "config.json"
+    if not cfg.exists():
+        return None
+    c = json.loads(cfg.read_text())
+    threads = c.get("options", {}).get("threads")
+    return f"{c.get('device')}" + (f", {threads} threads" if threads else "") + f", {c.get('precision')}"
+
+
 def score_set(opts: StudyOptions, name: str, device: torch.device) -> dict:
     """Every method's scores on the set's full pairs, the curves' data and the pictures."""
     paths = set_paths(opts, name)
@@ -43,6 +54,8 @@ def score_set(opts: StudyOptions, name: str, device: torch.device) -> dict:
             scores[key] = scoring.score_checkpoint(model, pairs, out / key, device)
     if opts.official is not None and Path(opts.official).exists():
         scores["official"] = scoring.score_checkpoint(Path(opts.official), pairs, out / "official", device)
+    for key, sc in scores.items():
+        sc["noise_kept"] = scoring.mean_noise_kept(None if key == "noisy" else out / key, pairs)
     return {"scores": scores, "pairs": pairs}
 
 
@@ -93,7 +106,8 @@ def run_study(opts: StudyOptions, n_crops: int = 2) -> dict:
         "budget": opts.budget.to_dict(),
         "val_every": opts.val_every,
         "val_crop": opts.val_crop,
-        "machine": f"{describe(device)}; {platform.processor() or platform.machine()}; torch {torch.__version__}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}",
+        "scored_on": describe(device),
         "sets": {},
     }
     commands: list[str] = []
@@ -113,8 +127,12 @@ def run_study(opts: StudyOptions, n_crops: int = 2) -> dict:
         report.plot_curves(curve_png, title, curves, lines)
         crops = pictures(opts, name, scored, figures, n_crops)
         results["sets"][name] = {
-            "scores": {k: {kk: v[kk] for kk in ("psnr", "ssim", "n", "images")} for k, v in scored["scores"].items()},
+            "scores": {
+                k: {kk: v[kk] for kk in ("psnr", "ssim", "noise_kept", "n", "images")}
+                for k, v in scored["scores"].items()
+            },
             "train_seconds": {k: _train_seconds(runs / k) for k in TRAINED},
+            "trained_on": {k: trained_on(runs / k) for k in TRAINED},
             "cbm3d_sigma": scored["scores"].get("cbm3d", {}).get("sigma"),
             "curves": curves,
             "val_lines": lines,
@@ -147,7 +165,8 @@ def render(results: dict) -> str:
         notes = {}
         for k, sec in s["train_seconds"].items():
             if sec is not None and k in s["scores"]:
-                notes[k] = f"trained {sec / 60:.1f} min"
+                where = s["trained_on"].get(k)
+                notes[k] = f"trained {sec / 60:.1f} min" + (f" ({where})" if where else "")
         if s.get("cbm3d_sigma"):
             sig = list(s["cbm3d_sigma"].values())
             notes["cbm3d"] = f"estimated sigma {255 * min(sig):.2f}-{255 * max(sig):.2f} (of 255)"

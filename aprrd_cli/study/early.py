@@ -42,13 +42,45 @@ def schedule_with_warmup(warmup: int) -> Iterator[None]:
         engine.cosine = original
 
 
+def plot_runs(path: Path, specs: list[str], title: str = "early phase: validation PSNR") -> int:
+    """Validation curves of several runs (``LABEL=RUN_DIR``) on one plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from aprrd_cli.study.report import val_curve
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=90)
+    for spec in specs:
+        label, _, run = spec.partition("=")
+        pts = val_curve(Path(run))
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=label)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("validation PSNR (dB)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m aprrd_cli.study.early", description=__doc__.split("\n\n")[0])
-    p.add_argument("--warmup", type=int, required=True, help="iterations of linear warm-up")
-    p.add_argument("train_apr_args", nargs=argparse.REMAINDER, help="-- then the options of aprrd train-apr")
+    p.add_argument("--warmup", type=int, help="iterations of linear warm-up")
+    p.add_argument(
+        "--plot", type=Path, help="instead of training: plot the validation curves of LABEL=RUN_DIR runs into this PNG"
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="-- then the options of aprrd train-apr (or LABEL=RUN_DIR)")
     a = p.parse_args(argv)
-    args = [x for x in a.train_apr_args if x != "--"]
-    if a.warmup < 1:
+    args = [x for x in a.rest if x != "--"]
+    if a.plot is not None:
+        return plot_runs(a.plot, args)
+    if a.warmup is None or a.warmup < 1:
         p.error("--warmup must be at least 1")
     from aprrd_cli.cli import main as cli_main
 

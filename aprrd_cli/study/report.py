@@ -91,9 +91,10 @@ def save_crops(path: Path, panels: list[tuple[np.ndarray, str]], corner: tuple[i
 
 
 def markdown_table(scores: dict[str, dict], notes: dict[str, str]) -> str:
-    rows = ["| method | PSNR (dB) | SSIM | notes |", "|---|---|---|---|"]
+    rows = ["| method | PSNR (dB) | SSIM | noise kept | notes |", "|---|---|---|---|---|"]
     for key, s in scores.items():
-        rows.append(f"| {LABELS.get(key, key)} | {s['psnr']:.2f} | {s['ssim']:.4f} | {notes.get(key, '')} |")
+        kept = f"{s['noise_kept']:.3f}" if "noise_kept" in s else ""
+        rows.append(f"| {LABELS.get(key, key)} | {s['psnr']:.2f} | {s['ssim']:.4f} | {kept} | {notes.get(key, '')} |")
     return "\n".join(rows)
 
 

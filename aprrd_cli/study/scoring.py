@@ -124,3 +124,20 @@ def score_checkpoint(model_path: Path, pairs: list[Pair], folder: Path, device: 
 
 def denoised(folder: Path, name: str) -> np.ndarray:
     return read_image(folder / _stem(name))[0]
+
+
+def noise_kept(out: np.ndarray, noisy: np.ndarray, gt: np.ndarray) -> float:
+    """How much of the input's noise a result keeps: the least-squares slope of its error
+    (out - gt) on the noise (noisy - gt). 1 for the noisy input itself, 0 for an error
+    uncorrelated with the noise: a blind-spot network that learned to copy spatially
+    correlated noise keeps a visibly larger share than one that did not."""
+    n = noisy.astype(np.float64) - gt
+    e = out.astype(np.float64) - gt
+    n -= n.mean()
+    return float((n * (e - e.mean())).sum() / max((n * n).sum(), 1e-12))
+
+
+def mean_noise_kept(folder: Path | None, pairs: list[Pair]) -> float:
+    """``noise_kept`` averaged over a method's saved results (``folder`` None: the noisy input)."""
+    vals = [noise_kept(noisy if folder is None else denoised(folder, name), noisy, gt) for name, noisy, gt in pairs]
+    return float(np.mean(vals))
