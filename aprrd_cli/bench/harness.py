@@ -189,7 +189,7 @@ def render(sections: list[Section], info: dict[str, str], command: str, started:
     lines += [f"- {k}: {v}" for k, v in info.items()]
     lines += ["", "## Summary", "", "| benchmark | target | result |", "|---|---|---|"]
     for s in sections:
-        verdict = {True: "**met**", False: "**not met**", None: "measured"}[s.passed]
+        verdict = {True: "**met**", False: "**not met**", None: "measured" if s.rows else "not measured"}[s.passed]
         lines.append(f"| [{s.title}](#{_anchor(s.title)}) | {s.target or '—'} | {verdict} |")
     for s in sections:
         lines += ["", f"## {s.title}", "", s.what, ""]
