@@ -80,7 +80,20 @@ def main() -> int:
     scores = {}
     for name, model in (("teacher", runs / "apr" / "teacher.pth"), ("student", runs / "rd" / "student.pth")):
         js = results / f"{name}.json"
-        run("evaluate", "--model", model, "--pairs", pairs, "--json", js, "--out", results / name, "--device", "cpu")
+        run(
+            "evaluate",
+            "--model",
+            model,
+            "--pairs",
+            pairs,
+            "--json",
+            js,
+            "--out",
+            results / name,
+            "--save-images",
+            "--device",
+            "cpu",
+        )
         scores[name] = json.loads(js.read_text())
     run("denoise", pairs / "noisy" / IMAGE, results / f"denoised_{IMAGE}", "--model", runs / "rd" / "student.pth")
 
@@ -96,7 +109,9 @@ def main() -> int:
             f"  {name + ' (AT-BSN)' if name == 'teacher' else name + ' (NBSN)':18}"
             f"{scores[name]['psnr']:>10.2f}{scores[name]['ssim']:>9.4f}"
         )
-    out.print(f"  denoised picture: {results / ('denoised_' + IMAGE)}; runs in {runs}")
+    out.print(f"  denoised picture: {results / ('denoised_' + IMAGE)}")
+    out.print(f"  noisy | denoised | clean panels: {results / 'teacher'}/, {results / 'student'}/")
+    out.print(f"  loss and PSNR curves: {runs / 'apr' / 'loss.png'}, {runs / 'rd' / 'loss.png'}")
     gain = scores["student"]["psnr"] - noisy[0]
     if gain < 1.0:
         console.print(f"[yellow]warning:[/yellow] the student is only {gain:+.2f} dB over the noisy input")
