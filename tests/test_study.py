@@ -84,6 +84,9 @@ def test_study_end_to_end(tmp_path, tiny_official):
     assert json.loads((out / "results.json").read_text())["sets"]["tiny"]["scores"]["apr"]["psnr"] == pytest.approx(
         s["scores"]["apr"]["psnr"]
     )
+    assert "already done" in (out / "commands.txt").read_text()
+    # another budget into the same folder is refused, naming the difference
+    assert study_main([*args, "--iters", "3"]) != 0
 
 
 def test_missing_set_is_one_line_error(tmp_path, capsys):

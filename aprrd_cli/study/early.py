@@ -42,7 +42,9 @@ def schedule_with_warmup(warmup: int) -> Iterator[None]:
         engine.cosine = original
 
 
-def plot_runs(path: Path, specs: list[str], title: str = "early phase: validation PSNR") -> int:
+def plot_runs(
+    path: Path, specs: list[str], title: str = "early phase: validation PSNR", upto: int | None = None
+) -> int:
     """Validation curves of several runs (``LABEL=RUN_DIR``) on one plot."""
     import matplotlib
 
@@ -54,7 +56,7 @@ def plot_runs(path: Path, specs: list[str], title: str = "early phase: validatio
     fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=90)
     for spec in specs:
         label, _, run = spec.partition("=")
-        pts = val_curve(Path(run))
+        pts = [p for p in val_curve(Path(run)) if upto is None or p[0] <= upto]
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=label)
     ax.set_xlabel("iteration")
@@ -75,11 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--plot", type=Path, help="instead of training: plot the validation curves of LABEL=RUN_DIR runs into this PNG"
     )
+    p.add_argument("--upto", type=int, help="with --plot: iterations up to this one only")
+    p.add_argument("--title", default="early phase: validation PSNR", help="with --plot: the plot's title")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="-- then the options of aprrd train-apr (or LABEL=RUN_DIR)")
     a = p.parse_args(argv)
     args = [x for x in a.rest if x != "--"]
     if a.plot is not None:
-        return plot_runs(a.plot, args)
+        return plot_runs(a.plot, args, a.title, a.upto)
     if a.warmup is None or a.warmup < 1:
         p.error("--warmup must be at least 1")
     from aprrd_cli.cli import main as cli_main

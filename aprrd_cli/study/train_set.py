@@ -10,6 +10,7 @@ checkpoint, so an interrupted study continues where it stopped.
 
 from __future__ import annotations
 
+import json
 import shlex
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from aprrd_cli.console import console
 from aprrd_cli.data.images import write_image
 from aprrd_cli.errors import AprrdError
 from aprrd_cli.evaluate import load_pairs
-from aprrd_cli.study.budget import StudyOptions
+from aprrd_cli.study.budget import Budget, StudyOptions
 from aprrd_cli.training.config import RunOptions
 from aprrd_cli.training.engine import checkpoint_path
 
@@ -75,7 +76,20 @@ def _common(opts: StudyOptions, paths: dict[str, Path]) -> list[str]:
     return args
 
 
-def _state(run_dir: Path, output: str) -> str:
+def _state(run_dir: Path, output: str, budget: Budget) -> str:
+    """ "done", "resume" or "new"; a run folder made with another budget is refused rather than
+    silently reused (the table would then compare models of different budgets)."""
+    cfg_file = run_dir / "config.json"
+    if cfg_file.exists():
+        saved = json.loads(cfg_file.read_text()).get("config", {})
+        want = {"iters": budget.iters, "batch_size": budget.batch_size, "patch_size": budget.patch_size}
+        want |= {"lr": budget.lr, "seed": budget.seed, "width": budget.width or 48}
+        diff = [f"--{k.replace('_', '-')} {saved.get(k)} (asked {v})" for k, v in want.items() if saved.get(k) != v]
+        if diff:
+            raise AprrdError(
+                f"{run_dir} was trained with {', '.join(diff)}; "
+                "use another --out for another budget, or the same options to continue it"
+            )
     if (run_dir / output).exists():
         return "done"
     return "resume" if checkpoint_path(run_dir).exists() else "new"
@@ -92,23 +106,28 @@ def train_set(opts: StudyOptions, name: str, log: list[str]) -> dict[str, float]
     times: dict[str, float] = {}
 
     apr_dir = paths["runs"] / "apr"
-    st = _state(apr_dir, "teacher.pth")
-    if st != "done":
+    st = _state(apr_dir, "teacher.pth", b)
+    argv = ["train-apr", "--run-dir", str(apr_dir), *b.train_args(), *_common(opts, paths)]
+    argv += ["--stop-grad"] if b.stop_grad else []
+    if st == "done":
+        log.append(f"aprrd {shlex.join(argv)}  # already done")
+    else:
         t = time.perf_counter()
-        argv = ["train-apr", "--run-dir", str(apr_dir), *b.train_args(), *_common(opts, paths)]
-        argv += ["--stop-grad"] if b.stop_grad else []
         run_cli(argv + (["--resume"] if st == "resume" else []), log)
         times["apr"] = time.perf_counter() - t
 
     bsn_dir = paths["runs"] / "bsn"
-    st = _state(bsn_dir, "teacher.pth")
-    if st != "done":
-        from aprrd_cli.study.plain_bsn import PlainBSNConfig, train_plain_bsn
+    st = _state(bsn_dir, "teacher.pth", b)
+    from aprrd_cli.study.plain_bsn import PlainBSNConfig, train_plain_bsn
 
+    cfg = PlainBSNConfig(
+        iters=b.iters, batch_size=b.batch_size, patch_size=b.patch_size, lr=b.lr, seed=b.seed, width=b.width or 48
+    )
+    note = f"# plain BSN -> {bsn_dir} (aprrd_cli.study.plain_bsn.train_plain_bsn, same options): {cfg.to_dict()}"
+    if st == "done":
+        log.append(note + "  # already done")
+    else:
         t = time.perf_counter()
-        cfg = PlainBSNConfig(
-            iters=b.iters, batch_size=b.batch_size, patch_size=b.patch_size, lr=b.lr, seed=b.seed, width=b.width or 48
-        )
         ro = RunOptions(
             run_dir=bsn_dir,
             data=paths["prepared"],
@@ -119,17 +138,19 @@ def train_set(opts: StudyOptions, name: str, log: list[str]) -> dict[str, float]
             val=str(paths["val"]),
             val_every=opts.val_every,
         )
-        log.append(f"# plain BSN (python, aprrd_cli.study.plain_bsn.train_plain_bsn): {cfg.to_dict()}")
+        log.append(note)
         console.print(f"[bold]plain blind-spot baseline -> {bsn_dir}[/bold]")
         train_plain_bsn(cfg, ro)
         times["bsn"] = time.perf_counter() - t
 
     rd_dir = paths["runs"] / "rd"
-    st = _state(rd_dir, "student.pth")
-    if st != "done":
+    st = _state(rd_dir, "student.pth", b)
+    argv = ["distill", "--teacher", str(apr_dir / "teacher.pth"), "--run-dir", str(rd_dir)]
+    argv += [*b.train_args(), *_common(opts, paths)]
+    if st == "done":
+        log.append(f"aprrd {shlex.join(argv)}  # already done")
+    else:
         t = time.perf_counter()
-        argv = ["distill", "--teacher", str(apr_dir / "teacher.pth"), "--run-dir", str(rd_dir)]
-        argv += [*b.train_args(), *_common(opts, paths)]
         run_cli(argv + (["--resume"] if st == "resume" else []), log)
         times["rd"] = time.perf_counter() - t
     return times
