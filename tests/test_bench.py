@@ -96,3 +96,23 @@ def test_official_script_matches_our_denoiser(tmp_path: Path) -> None:
     x = torch.from_numpy(img.transpose(2, 0, 1).astype(np.float32) / 255)[None]
     ours = (Denoiser(model, torch.device("cpu"))(x)[0].clamp(0, 1).numpy().transpose(1, 2, 0) * 255).round()
     assert got.shape == (32, 64, 3) and np.abs(got - ours).max() <= 1
+
+
+def test_tiny_allocator_benchmark_runs_both_settings(tmp_path: Path) -> None:
+    from aprrd_cli.bench.suite import allocator
+
+    ctx = Context(
+        quick=True, tiny=True, shared=tmp_path / "absent", peak_gflops=100.0, tmp=tmp_path, log=lambda m: None
+    )
+    sec = allocator(ctx)
+    assert [r.label for r in sec.rows] == [
+        "teacher inference, 64x64",
+        "student on 4 photos of different sizes around 64x64",
+        "3 APR steps, batch 1 of 64x64",
+    ]
+    for r in sec.rows:
+        assert r.baseline > 0 and r.ours > 0
+        before, after = (
+            float(v.replace(",", "")) for v in r.diff.removeprefix("peak RSS ").removesuffix(" MB").split(" -> ")
+        )
+        assert 100 < before < 4000 and 100 < after < 4000  # a torch process's resident memory, in MB

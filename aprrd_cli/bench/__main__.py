@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         sections = run_all(ctx, names)
     command = "python -m aprrd_cli.bench" + (" " + shlex.join(argv if argv is not None else sys.argv[1:])).rstrip()
     info = machine()
+    info["allocator"] = (
+        "the system default for both sides of the in-process comparisons; the `aprrd` commands run (end to end, "
+        "memory) keep freed memory as they do for users (see [Allocator](#allocator))"
+    )
     info["fp32 matrix-product peak (measured, 2048^2 matmul, best)"] = f"{peak:.0f} GFLOP/s"
     text = render(sections, info, command, started, (load_before, load_average()))
     args.out.parent.mkdir(parents=True, exist_ok=True)

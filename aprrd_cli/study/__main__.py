@@ -54,11 +54,13 @@ def parse(argv: list[str] | None = None) -> StudyOptions:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from aprrd_cli.allocator import keep_freed_memory
     from aprrd_cli.console import console
     from aprrd_cli.errors import AprrdError
     from aprrd_cli.study.driver import run_study
 
     opts = parse(argv)
+    keep_freed_memory()
     try:
         run_study(opts)
     except AprrdError as e:
