@@ -30,6 +30,7 @@ import typer  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
 from aprrd_cli import __version__  # noqa: E402
+from aprrd_cli.allocator import keep_freed_memory  # noqa: E402
 from aprrd_cli.console import console  # noqa: E402
 from aprrd_cli.errors import AprrdError  # noqa: E402
 
@@ -91,10 +92,19 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     console.print(f"[yellow]warning:[/yellow] {escape(first[:200])}")
 
 
+def _usage_line(e: typer.TyperException) -> str:
+    """Typer's usage message in one line, pointing at the command's own help."""
+    message = " ".join(e.format_message().split())
+    ctx = getattr(e, "ctx", None)
+    where = ctx.command_path if ctx is not None else "aprrd"
+    return f"{message[:1].lower()}{message[1:].rstrip('.')}; see '{where} -h'"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call this in-process)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    keep_freed_memory()
     with warnings.catch_warnings():
         if not debug:
             warnings.showwarning = _one_line_warning
@@ -115,12 +125,8 @@ def _main(args: list[str], debug: bool) -> int:
         code = rv if isinstance(rv, int) else 0
     except typer.Exit as e:
         code = e.exit_code
-    except typer.TyperException as e:  # usage errors: Typer's own message, exit code 2
-        show = getattr(e, "show", None)
-        if show:
-            show()
-        else:
-            console.print(f"[red]error:[/red] {e.format_message()}")
+    except typer.TyperException as e:  # usage errors: one line with Typer's message, exit code 2
+        console.print(f"[red]error:[/red] {escape(_usage_line(e))}")
         code = e.exit_code
     except (typer.Abort, KeyboardInterrupt):
         code = 130  # Typer turns Ctrl-C into exit code 130 itself; both end here

@@ -168,7 +168,7 @@ CASES = [
     ("prepare-out-under-file", "prepare-data {r}/photos --out {r}/afile/p", "is a file, not a folder", 1),
     # ---- train-apr
     ("train-patch-33", "train-apr --data {r}/prep --run-dir {r}/run --patch-size 33", "multiple of 32", 2),
-    ("train-patch-too-big", "train-apr --data {r}/prep --run-dir {r}/run --patch-size 96", "larger than the small", 2),
+    ("train-patch-too-big", "train-apr --data {r}/prep --run-dir {r}/run --patch-size 96", "than every training", 2),
     ("train-data-missing", "train-apr --data {r}/nope --run-dir {r}/run --patch-size 32", "prepare-data", 1),
     ("train-data-is-file", "train-apr --data {r}/ok.png --run-dir {r}/run --patch-size 32", "not a prepared", 1),
     ("train-data-empty", "train-apr --data {r}/emptydir --run-dir {r}/run --patch-size 32", "no prepared training", 1),
@@ -201,6 +201,23 @@ CASES = [
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     """Every file under ``root`` with its size and modification time: nothing may appear or change."""
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+USAGE = [
+    ("denoise", "missing argument 'INPUT'; see 'aprrd denoise -h'"),
+    ("denoise a.png b.png --tile abc", "invalid value for '--tile'"),
+    ("denoise a.png b.png --nope", "no such option: --nope"),
+    ("bogus", "no such command 'bogus'; see 'aprrd -h'"),
+    ("train-apr --iters 0", "invalid value for '--iters'"),
+]
+
+
+@pytest.mark.parametrize(("argv", "phrase"), USAGE, ids=[u[0] for u in USAGE])
+def test_usage_errors_are_one_line(cli, argv, phrase) -> None:
+    got, out, err = cli(*argv.split())
+    assert got == 2
+    assert [ln for ln in err.splitlines() if ln.strip()] == [err.strip()], err  # one line, no usage block
+    assert err.startswith("error: ") and phrase in err, err
 
 
 @pytest.mark.parametrize(("case", "argv", "phrase", "code"), CASES, ids=[c[0] for c in CASES])

@@ -21,8 +21,12 @@ from aprrd_cli.models.checkpoint import load_model
 
 @app.command()
 def denoise(
-    input: Path = typer.Argument(..., help="An image (PNG, TIFF, JPEG) or a folder of them.", show_default=False),
-    output: Path = typer.Argument(..., help="Output image, or folder when INPUT is a folder.", show_default=False),
+    input: Path = typer.Argument(
+        ..., metavar="INPUT", help="An image (PNG, TIFF, JPEG) or a folder of them.", show_default=False
+    ),
+    output: Path = typer.Argument(
+        ..., metavar="OUTPUT", help="Output image, or folder when INPUT is a folder.", show_default=False
+    ),
     model: Path = typer.Option(
         DEFAULT_MODEL, "--model", "-m", help="Student or teacher checkpoint (ours or official)."
     ),
