@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +72,41 @@ def remove_partials(*folders: str | os.PathLike) -> int:
     return n
 
 
+# A temporary file is named ``.NAME.PID-XXXXXXXX[.SUFFIX].part``: its writer's process id tells
+# whether a leftover is still being written or was left by a process that died (kill -9, power).
+_PARTIAL = re.compile(r"^\..+\.(\d+)-[a-z0-9_]{8}.*\.part$")
+_swept: set[Path] = set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process, or a number no process can have: leave the file alone
+    return True
+
+
+def remove_dead_partials(folder: Path) -> int:
+    """Delete the temporaries in ``folder`` whose writer is no longer running (once per folder
+    and process): a killed ``denoise`` or ``evaluate`` leaves no hidden litter behind for good."""
+    folder = Path(folder)
+    key = folder.resolve()
+    if key in _swept:
+        return 0
+    _swept.add(key)
+    n = 0
+    with contextlib.suppress(OSError):
+        for p in folder.glob(".*.part"):
+            m = _PARTIAL.match(p.name)
+            if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+                with contextlib.suppress(OSError):
+                    p.unlink()
+                    n += 1
+    return n
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
@@ -82,8 +118,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     parent = path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
+        remove_dead_partials(parent)
         fd, tmp = tempfile.mkstemp(
-            prefix=f".{path.name}.",
+            prefix=f".{path.name}.{os.getpid()}-",
             suffix=(suffix if suffix is not None else path.suffix) + ".part",
             dir=parent,
         )

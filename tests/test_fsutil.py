@@ -50,3 +50,32 @@ def test_an_unwritable_folder_is_one_clear_error(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(AprrdError, match="cannot write in"), atomic_path(blocker / "x.png"):
         pass
+
+
+def test_temporaries_carry_their_writers_pid(tmp_path: Path) -> None:
+    with atomic_path(tmp_path / "out.png") as tmp:
+        assert tmp.name.startswith(f".out.png.{os.getpid()}-") and tmp.name.endswith(".png.part")
+        tmp.write_bytes(b"x")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+
+
+def test_a_killed_writers_leftovers_are_removed_by_the_next_write(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from aprrd_cli import fsutil
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)  # that process has exited: a kill -9 victim's name looks the same
+    folder = tmp_path / "outs"
+    folder.mkdir()
+    stale = folder / f".a.png.{dead_pid}-abcd_123.png.part"
+    live = folder / f".b.png.{os.getppid()}-abcd_123.png.part"  # a running process's file is never touched
+    foreign = folder / ".notes.part"  # not one of ours
+    for p in (stale, live, foreign):
+        p.write_bytes(b"half")
+    fsutil._swept.discard(folder.resolve())
+    atomic_write_text(folder / "c.txt", "done")
+    assert not stale.exists()
+    assert live.exists() and foreign.exists()
+    assert (folder / "c.txt").read_text() == "done"
