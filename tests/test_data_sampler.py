@@ -147,3 +147,30 @@ def test_index_cannot_point_outside(tmp_path, arrays):
     write_index(prep, {"train": [{"name": "a", "file": "../evil.npy"}], "eval": {}})
     with pytest.raises(AprrdError, match="points outside"):
         open_train_store(prep)
+
+
+def test_crop_reads_the_exact_window_at_every_edge(store, arrays):
+    for i, name in enumerate(store.names):
+        src = arrays[name]
+        h, w = src.shape[:2]
+        for top, left in ((0, 0), (h - 32, w - 32), (1, w - 32), (h - 32, 3)):
+            got = store.crop(i, top, left, 32)
+            assert got.dtype == src.dtype and got.flags.writeable
+            np.testing.assert_array_equal(got, src[top : top + 32, left : left + 32])
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="resident file pages are read from /proc")
+def test_crops_leave_no_store_pages_resident(tmp_path):
+    """A mapped read would leave ~64 KB per crop row resident (the kernel's fault-around)."""
+
+    def file_rss_kb() -> int:
+        return next(int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("RssFile"))
+
+    rng = np.random.default_rng(0)
+    big = {"big": rng.integers(0, 256, (2048, 4096, 3), dtype=np.uint8)}  # 24 MB
+    s = PatchSampler(open_train_store(make_store(tmp_path / "prep", big)), patch_size=128, batch_size=8, seed=0)
+    s.batch(0)
+    before = file_rss_kb()
+    for step in range(1, 11):
+        s.batch(step)  # 80 crops x 128 rows: through a map, about 80 * 128 * 64 KB = 640 MB could be touched
+    assert file_rss_kb() - before < 4096

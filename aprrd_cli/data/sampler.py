@@ -100,7 +100,7 @@ class PatchSampler:
         """Write sample ``index`` of ``step`` into ``out`` (``3 x P x P`` float32)."""
         image, top, left, k = self.where(step, index)
         p = self.patch_size
-        crop = self.store.images[image][top : top + p, left : left + p]
+        crop = self.store.crop(image, top, left, p)
         np.divide(augment(crop, k).transpose(2, 0, 1), self.scales[image], out=out, dtype=np.float32)
 
     def sample(self, step: int, index: int) -> np.ndarray:

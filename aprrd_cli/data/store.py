@@ -170,6 +170,35 @@ class TrainStore:
     def __reduce__(self) -> tuple:
         return (TrainStore, (self.prep_dir, self.entries))
 
+    def crop(self, image: int, top: int, left: int, size: int) -> np.ndarray:
+        """The ``size x size`` window at (top, left) of an image, as a new array.
+
+        Read with one ``pread`` per row rather than through the memory map: a fault on a
+        mapped file also maps up to 16 neighbouring pages, so a few hundred crops left about
+        1 GB of the store resident (a long run, all of it), and faulting cost more than the
+        copy (measured: 3,400 crops/s of 256^2 by pread against 650-950 through the map on a
+        2 GB store once its pages are unmapped). Memory maps remain the fallback.
+        """
+        arr = self.images[image]
+        path = getattr(arr, "filename", None)
+        if path is None or not hasattr(os, "preadv") or not arr.flags.c_contiguous:
+            return np.array(arr[top : top + size, left : left + size])
+        h, w, c = arr.shape
+        item = arr.dtype.itemsize
+        out = np.empty((size, size, c), dtype=arr.dtype)
+        rows = memoryview(out).cast("B")
+        n = size * c * item
+        start = arr.offset + (top * w + left) * c * item
+        stride = w * c * item
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for r in range(size):
+                if os.preadv(fd, [rows[r * n : (r + 1) * n]], start + r * stride) != n:
+                    raise AprrdError(f"{path}: shorter than its header says; re-run prepare-data")
+        finally:
+            os.close(fd)
+        return out
+
     @property
     def min_side(self) -> int:
         return min(min(a.shape[:2]) for a in self.images)
