@@ -110,7 +110,7 @@ def test_stale_lock_is_taken_over(cli, prep, tmp_path):
     ("args", "message"),
     [
         (("--patch-size", "40"), "multiple of 32"),
-        (("--patch-size", "128"), "larger than the smallest training image side (64 px)"),
+        (("--patch-size", "128"), "larger than every training image in"),
         (("--batch-size", "3", "--patch-size", "32"), None),  # fine on one process
     ],
 )
@@ -175,3 +175,21 @@ def test_validation_on_pairs_is_logged(cli, prep, tmp_path):
     assert [r["iteration"] for r in vals] == [2, 3]  # every 2 and at the end
     assert all(0 < r["val_psnr"] < 100 and -1 <= r["val_ssim"] <= 1 for r in vals)
     assert "validation PSNR" in flat(err)
+
+
+def test_images_smaller_than_the_patch_are_left_out_with_a_warning(cli, prep, tmp_path):
+    run = tmp_path / "r96"
+    code, out, err = cli(
+        "train-apr", "--data", prep, "--run-dir", run, "--iters", "1", "--width", "8", "--device", "cpu",
+        "--batch-size", "1", "--patch-size", "96",
+    )  # fmt: skip
+    assert code == 0, err
+    said = flat(out + err)
+    assert "warning: training without 2 of 3 images smaller than --patch-size 96: p0, p1" in said
+    assert (run / "teacher.pth").is_file()
+    code, _, err = cli(
+        "train-apr", "--data", prep, "--run-dir", tmp_path / "r128", "--iters", "1", "--width", "8",
+        "--device", "cpu", "--patch-size", "128",
+    )  # fmt: skip
+    assert code == 2
+    assert "largest has a shortest side of 96 px); use --patch-size 96 or less" in flat(err)

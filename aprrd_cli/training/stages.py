@@ -14,11 +14,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+from rich.markup import escape
 from torch import nn
 
 from aprrd_cli.apr import apr_step_loss
 from aprrd_cli.console import console
 from aprrd_cli.data.lock import DirLock
+from aprrd_cli.data.store import TrainStore
 from aprrd_cli.device import (
     cleanup_distributed,
     describe,
@@ -81,12 +83,36 @@ def _open_data(opts: RunOptions, cfg: TrainConfig, rank: int, world: int):
 
     store = open_train_store(Path(opts.data))
     if cfg.patch_size > store.min_side:
+        store = _without_small_images(store, cfg.patch_size, Path(opts.data), warn=rank == 0)
+    return store, PatchSampler(store, cfg.patch_size, cfg.batch_size, cfg.seed, rank=rank, world_size=world)
+
+
+def _without_small_images(store: TrainStore, patch: int, data: Path, warn: bool) -> TrainStore:
+    """The store without the images that cannot hold one patch (a thumbnail in a folder of photos),
+    named in a warning; an error when no image is left."""
+    sides = [min(a.shape[:2]) for a in store.images]
+    keep = [e for e, side in zip(store.entries, sides, strict=True) if side >= patch]
+    if not keep:
+        fits = max(sides) // 32 * 32
+        advice = (
+            f"use --patch-size {fits} or less"
+            if fits >= 32
+            else "every image is smaller than 32 px, the smallest patch; prepare larger photos"
+        )
         raise AprrdError(
-            f"--patch-size {cfg.patch_size} is larger than the smallest training image side ({store.min_side} px) "
-            f"in {opts.data}; use --patch-size {max(32, store.min_side // 32 * 32)} or less",
+            f"--patch-size {patch} is larger than every training image in {data} (the largest has a shortest "
+            f"side of {max(sides)} px); {advice}",
             exit_code=2,
         )
-    return store, PatchSampler(store, cfg.patch_size, cfg.batch_size, cfg.seed, rank=rank, world_size=world)
+    small = [name for name, side in zip(store.names, sides, strict=True) if side < patch]
+    if warn:
+        shown = ", ".join(small[:5]) + (f" and {len(small) - 5} more" if len(small) > 5 else "")
+        console.print(
+            f"[yellow]warning:[/yellow] training without {len(small)} of {len(sides)} images smaller than "
+            f"--patch-size {patch}: {escape(shown)}",
+            highlight=False,
+        )
+    return TrainStore(store.prep_dir, keep)
 
 
 def make_validator(val: str, prep: Path, device: torch.device) -> Callable[[nn.Module], dict]:
