@@ -116,3 +116,24 @@ def test_tiny_allocator_benchmark_runs_both_settings(tmp_path: Path) -> None:
             float(v.replace(",", "")) for v in r.diff.removeprefix("peak RSS ").removesuffix(" MB").split(" -> ")
         )
         assert 100 < before < 4000 and 100 < after < 4000  # a torch process's resident memory, in MB
+
+
+def test_gpu_throughput_code_runs_on_the_cpu() -> None:
+    """The GPU benchmark's steps (bf16 autocast, device generators, baseline and ours), small, on the CPU."""
+    from aprrd_cli.bench.suite import training_throughput
+
+    rates = training_throughput(torch.device("cpu"), n=1, batch=1, size=64)
+    assert set(rates) == {"APR base", "APR ours", "RD base", "RD ours"}
+    assert all(0 < r < 1e4 for r in rates.values())
+
+
+def test_a_failing_benchmark_is_reported_not_fatal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aprrd_cli.bench import suite
+
+    def broken(ctx: Context) -> None:
+        raise RuntimeError("CUDA error: out of memory")
+
+    monkeypatch.setitem(suite.BENCHMARKS, "gpu", broken)
+    ctx = Context(quick=True, tiny=True, shared=tmp_path, peak_gflops=1.0, tmp=tmp_path, log=lambda m: None)
+    (sec,) = suite.run_all(ctx, ["gpu"])
+    assert sec.passed is False and sec.notes == ["failed: RuntimeError: CUDA error: out of memory"]
