@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aprrd_cli.errors import CheckpointError
+from aprrd_cli.models.checkpoint import LoadedModel
 from aprrd_cli.models.teacher import INFER_SHIFT
 
 MULTIPLE = 32
@@ -95,10 +96,37 @@ class Denoiser:
     tile: int | None = None  # None: automatic; 0: whole image; N: cores of N pixels
     overlap: int = DEFAULT_OVERLAP
     shift: int = INFER_SHIFT  # teacher only
+    trained_patch: int | None = None  # the teacher's training patch side, from its checkpoint
 
     def __post_init__(self) -> None:
         self.model = self.model.to(self.device).eval()
         self.is_teacher = getattr(self.model, "kind", "student") == "teacher"
+        self._size_warned = False
+
+    @classmethod
+    def for_loaded(cls, loaded: LoadedModel, device: torch.device, **kw: object) -> Denoiser:
+        """A Denoiser for a loaded checkpoint, knowing its training patch size when recorded."""
+        patch = (loaded.meta.get("training") or {}).get("patch_size")
+        return cls(loaded.model, device, trained_patch=patch if isinstance(patch, int) else None, **kw)
+
+    def _check_size(self, h: int, w: int) -> None:
+        """Warn once when a teacher meets images far larger than its training patches.
+
+        Measured (docs/results.md): an APR teacher trained 1,000 steps on 128x128 patches scored
+        33 dB on 128x128 crops of cc15 and 15 dB on the 512x512 photos, its brightness drifting
+        with the image size, while the student distilled from it on the same patches scored 33.9 dB.
+        """
+        p = self.trained_patch
+        if self._size_warned or not self.is_teacher or not p or max(h, w) <= 2 * p:
+            return
+        self._size_warned = True
+        from aprrd_cli.console import warn
+
+        warn(
+            f"this teacher was trained on {p}x{p} patches and is applied to a {w}x{h} image: teachers trained on "
+            "small patches can drift in brightness on much larger images (docs/results.md); the distilled "
+            "student does not, or train the teacher on larger patches"
+        )
 
     def _net(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_teacher:
@@ -117,6 +145,7 @@ class Denoiser:
     def __call__(self, x: torch.Tensor, on_tile: Callable[[int, int], None] | None = None) -> torch.Tensor:
         """Denoise ``B x 3 x H x W`` in [0, 1] (any H, W); returns the same shape on the CPU."""
         h, w = x.shape[-2:]
+        self._check_size(h, w)
         pads = padding_for(h, w, TEACHER_PAD if self.is_teacher else 0)
         xp = reflect_pad(x.float(), *pads)
         if not self.will_tile(h, w):

@@ -100,3 +100,36 @@ def test_auto_tiling_only_for_large_images() -> None:
     assert not d.will_tile(1000, 1000)
     assert d.will_tile(1100, 1000)
     assert not Denoiser(NBSN100(width=8), torch.device("cpu"), tile=0).will_tile(5000, 5000)
+
+
+def test_a_teacher_warns_once_on_images_far_larger_than_its_training_patches(tmp_path, cli) -> None:
+    from aprrd_cli.data.images import write_image
+    from aprrd_cli.models.checkpoint import save_model
+
+    torch.manual_seed(0)
+    path = tmp_path / "teacher.pth"
+    save_model(path, ATBSN(width=8).eval(), iteration=10, training={"stage": "apr", "patch_size": 32})
+    rng = np.random.default_rng(0)
+    for name, side in (("small.png", 64), ("big.png", 96), ("big2.png", 100)):
+        write_image(tmp_path / "in" / name, rng.integers(0, 256, (side, side, 3), dtype=np.uint8))
+    code, out, err = cli("denoise", tmp_path / "in" / "small.png", tmp_path / "o.png", "--model", path)
+    assert code == 0 and "warning" not in out + err  # 64 = twice the patch: fine
+    code, out, err = cli("denoise", tmp_path / "in", tmp_path / "out", "--model", path)
+    said = " ".join((out + err).split())
+    assert code == 0
+    assert said.count("this teacher was trained on 32x32 patches and is applied to a 96x96 image") == 1
+    assert said.count("trained on 32x32 patches") == 1  # once per run, not per image
+
+
+def test_training_and_inference_paths_compute_the_same_networks() -> None:
+    """Training runs other code (pads and concatenations whose backward is cheaper): same numbers."""
+    torch.manual_seed(0)
+    teacher, student = ATBSN(width=16), NBSN100(width=16)
+    x = torch.rand(2, 3, 96, 64)
+    for shift in (0, 1, 5):
+        with torch.no_grad():
+            want = teacher(x, shift)
+        torch.testing.assert_close(teacher(x, shift).detach(), want, atol=2e-6, rtol=0)
+    with torch.no_grad():
+        want = student(x)
+    torch.testing.assert_close(student(x).detach(), want, atol=2e-6, rtol=0)

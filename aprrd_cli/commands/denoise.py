@@ -72,7 +72,7 @@ def denoise(
     dev = resolve_device(device)
     set_threads(threads)
     loaded = load_model(model, map_location="cpu")
-    den = Denoiser(loaded.model, dev, tile=tile, overlap=overlap)
+    den = Denoiser.for_loaded(loaded, dev, tile=tile, overlap=overlap)
     console.print(f"model: {model} ({loaded.kind} {loaded.arch}, {loaded.source}) on {describe(dev)}")
 
     failed: list[tuple[Path, str]] = []

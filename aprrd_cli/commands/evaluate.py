@@ -145,7 +145,7 @@ def evaluate(
     dev = resolve_device(device)
     set_threads(threads)
     loaded = load_model(model, map_location="cpu")
-    runner = Runner(Denoiser(loaded.model, dev, tile=tile, overlap=DEFAULT_OVERLAP), ensemble)
+    runner = Runner(Denoiser.for_loaded(loaded, dev, tile=tile, overlap=DEFAULT_OVERLAP), ensemble)
     console.print(
         f"model: {model} ({loaded.kind} {loaded.arch}, {loaded.source}) on {describe(dev)}"
         + (", x8 self-ensemble" if ensemble else "")
