@@ -57,15 +57,20 @@ def check_output_dir(folder: str | os.PathLike, what: str = "output") -> None:
         raise OutputError(f"cannot write the {what} in {folder}: {explain(e, folder)}; choose a writable folder") from e
 
 
-def remove_partials(*folders: str | os.PathLike) -> int:
-    """Delete the temporary ``.*.part`` files a ``kill -9`` left in these folders (call it
-    while holding the folder's lock); returns how many were removed."""
+def remove_partials(*folders: str | os.PathLike, dead_only: bool = False) -> int:
+    """Delete the temporary ``.*.part`` files a ``kill -9`` left in these folders; returns how many.
+
+    Every one of them when the caller holds the folder's lock; with ``dead_only``, only those
+    whose writer (the PID in the name) is no longer running, for folders no lock guards.
+    """
     n = 0
     for folder in folders:
         folder = Path(folder)
         if not folder.is_dir():
             continue
         for p in folder.glob(".*.part"):
+            if dead_only and not _left_by_dead_writer(p.name):
+                continue
             with contextlib.suppress(OSError):
                 p.unlink()
                 n += 1
@@ -78,33 +83,32 @@ _PARTIAL = re.compile(r"^\..+\.(\d+)-[a-z0-9_]{8}.*\.part$")
 _swept: set[Path] = set()
 
 
-def _alive(pid: int) -> bool:
+def _left_by_dead_writer(name: str) -> bool:
+    m = _PARTIAL.match(name)
+    if m is None:
+        return False  # not one of ours
+    pid = int(m.group(1))
+    if pid == os.getpid():
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
+        return True
     except (PermissionError, OverflowError):
-        return True  # someone else's process, or a number no process can have: leave the file alone
-    return True
+        return False  # someone else's process, or a number no process can have: leave the file alone
+    return False
 
 
 def remove_dead_partials(folder: Path) -> int:
     """Delete the temporaries in ``folder`` whose writer is no longer running (once per folder
     and process): a killed ``denoise`` or ``evaluate`` leaves no hidden litter behind for good."""
-    folder = Path(folder)
-    key = folder.resolve()
+    key = Path(folder).resolve()
     if key in _swept:
         return 0
     _swept.add(key)
-    n = 0
     with contextlib.suppress(OSError):
-        for p in folder.glob(".*.part"):
-            m = _PARTIAL.match(p.name)
-            if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
-                with contextlib.suppress(OSError):
-                    p.unlink()
-                    n += 1
-    return n
+        return remove_partials(folder, dead_only=True)
+    return 0
 
 
 @contextlib.contextmanager

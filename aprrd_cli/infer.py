@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aprrd_cli.console import warn
 from aprrd_cli.errors import CheckpointError
 from aprrd_cli.models.checkpoint import LoadedModel
 from aprrd_cli.models.teacher import INFER_SHIFT
@@ -120,8 +121,6 @@ class Denoiser:
         if self._size_warned or not self.is_teacher or not p or max(h, w) <= 2 * p:
             return
         self._size_warned = True
-        from aprrd_cli.console import warn
-
         warn(
             f"this teacher was trained on {p}x{p} patches and is applied to a {w}x{h} image: teachers trained on "
             "small patches can drift in brightness on much larger images (docs/results.md); the distilled "

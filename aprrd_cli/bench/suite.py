@@ -51,20 +51,26 @@ class Context:
     def reference(self) -> Path:
         return self.shared / "reference"
 
-    def student(self) -> tuple[torch.nn.Module, str]:
-        """The official 1.00M student when ../shared has it, else random weights (same speed)."""
-        path = self.reference / "nbsn_1.00M_sidd_medium.pth"
+    def _reference(self, file: str, arch: str, found: str, absent: str) -> tuple[torch.nn.Module, str]:
+        """A reference network from ../shared, else the same network with random weights (same speed)."""
+        path = self.reference / file
         if path.exists():
-            return load_model(path).model, "official 1.00M student"
+            return load_model(path).model, found
         torch.manual_seed(0)
-        return build("nbsn-1.00M").eval(), "1.00M student with random weights (../shared absent)"
+        return build(arch).eval(), absent
+
+    def student(self) -> tuple[torch.nn.Module, str]:
+        return self._reference(
+            "nbsn_1.00M_sidd_medium.pth",
+            "nbsn-1.00M",
+            "official 1.00M student",
+            "1.00M student with random weights (../shared absent)",
+        )
 
     def teacher(self) -> tuple[torch.nn.Module, str]:
-        path = self.reference / "atbsn_random_seed0.pth"
-        if path.exists():
-            return load_model(path).model, "AT-BSN (atbsn_random_seed0.pth)"
-        torch.manual_seed(0)
-        return build("atbsn").eval(), "AT-BSN with random weights"
+        return self._reference(
+            "atbsn_random_seed0.pth", "atbsn", "AT-BSN (atbsn_random_seed0.pth)", "AT-BSN with random weights"
+        )
 
     def photos(self) -> list[Path]:
         folder = self.shared / "data" / "real" / "cc15" / "noisy"

@@ -30,6 +30,7 @@ from torch import nn
 from aprrd_cli.console import console, progress, warn
 from aprrd_cli.device import autocast, is_main
 from aprrd_cli.errors import AprrdError
+from aprrd_cli.fsutil import remove_partials
 from aprrd_cli.models.checkpoint import model_payload, read_raw, save_model, save_payload
 from aprrd_cli.training.config import TrainConfig, differences, option_name
 from aprrd_cli.training.records import RunLog, plot, write_json
@@ -89,11 +90,7 @@ def read_state(run_dir: Path) -> dict | None:
 
 def remove_leftovers(run_dir: Path) -> None:
     """Delete temporary files a ``kill -9`` during a save left behind (the lock is held)."""
-    for folder in (run_dir, run_dir / "checkpoints"):
-        if folder.is_dir():
-            for p in folder.glob(".*.part"):
-                with contextlib.suppress(OSError):
-                    p.unlink()
+    remove_partials(run_dir, run_dir / "checkpoints")
 
 
 # --- random states -------------------------------------------------------------------------

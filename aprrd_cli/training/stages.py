@@ -18,7 +18,7 @@ from rich.markup import escape
 from torch import nn
 
 from aprrd_cli.apr import apr_step_loss
-from aprrd_cli.console import console
+from aprrd_cli.console import console, warn
 from aprrd_cli.data.lock import DirLock
 from aprrd_cli.data.store import TrainStore
 from aprrd_cli.device import (
@@ -83,11 +83,11 @@ def _open_data(opts: RunOptions, cfg: TrainConfig, rank: int, world: int):
 
     store = open_train_store(Path(opts.data))
     if cfg.patch_size > store.min_side:
-        store = _without_small_images(store, cfg.patch_size, Path(opts.data), warn=rank == 0)
+        store = _without_small_images(store, cfg.patch_size, Path(opts.data), announce=rank == 0)
     return store, PatchSampler(store, cfg.patch_size, cfg.batch_size, cfg.seed, rank=rank, world_size=world)
 
 
-def _without_small_images(store: TrainStore, patch: int, data: Path, warn: bool) -> TrainStore:
+def _without_small_images(store: TrainStore, patch: int, data: Path, announce: bool) -> TrainStore:
     """The store without the images that cannot hold one patch (a thumbnail in a folder of photos),
     named in a warning; an error when no image is left."""
     sides = [min(a.shape[:2]) for a in store.images]
@@ -105,13 +105,9 @@ def _without_small_images(store: TrainStore, patch: int, data: Path, warn: bool)
             exit_code=2,
         )
     small = [name for name, side in zip(store.names, sides, strict=True) if side < patch]
-    if warn:
+    if announce:
         shown = ", ".join(small[:5]) + (f" and {len(small) - 5} more" if len(small) > 5 else "")
-        console.print(
-            f"[yellow]warning:[/yellow] training without {len(small)} of {len(sides)} images smaller than "
-            f"--patch-size {patch}: {escape(shown)}",
-            highlight=False,
-        )
+        warn(f"training without {len(small)} of {len(sides)} images smaller than --patch-size {patch}: {escape(shown)}")
     return TrainStore(store.prep_dir, keep)
 
 
