@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aprrd_cli.console import warn
-from aprrd_cli.errors import CheckpointError
+from aprrd_cli.errors import CheckpointError, InputError
 from aprrd_cli.models.checkpoint import LoadedModel
 from aprrd_cli.models.teacher import INFER_SHIFT
 
@@ -66,6 +66,25 @@ def padding_for(h: int, w: int, extra: int) -> tuple[int, int, int, int]:
     return t, b, lft, r
 
 
+def patch_windows(patch: int) -> tuple[int, int]:
+    """(tile, overlap) whose windows are ``patch`` pixels, the size a network was trained on.
+
+    An eighth of the window is context on each side and the rest the kept core (less the
+    31 pixels that aligning windows to the 32-pixel grid may cost). A teacher trained on
+    patches much smaller than the photos can drift in brightness on whole images
+    (docs/results.md); in windows of its training size it sees what it was trained on.
+    Patches under 64 pixels get 64-pixel windows.
+    """
+    patch = max(patch, 2 * MULTIPLE)
+    margin = patch // 8
+    return patch - 2 * margin - (MULTIPLE - 1), margin
+
+
+def window_side(core: int, margin: int) -> int:
+    """The side of the windows that ``tile_spans`` cuts for this core and margin."""
+    return -(-(core + 2 * margin + MULTIPLE - 1) // MULTIPLE) * MULTIPLE
+
+
 def tile_spans(length: int, core: int, margin: int) -> list[tuple[int, int, int, int]]:
     """Windows over ``[0, length)``: (window start, window end, core start, core end).
 
@@ -74,7 +93,7 @@ def tile_spans(length: int, core: int, margin: int) -> list[tuple[int, int, int,
     poolings line up with the whole image's, and holds its core plus at least ``margin``
     pixels of context on each side (less only at the ends of the range).
     """
-    window = min(length, -(-(core + 2 * margin + MULTIPLE - 1) // MULTIPLE) * MULTIPLE)
+    window = min(length, window_side(core, margin))
     if window >= length:
         return [(0, length, 0, length)]
     step = window - 2 * margin - (MULTIPLE - 1)
@@ -97,12 +116,20 @@ class Denoiser:
     tile: int | None = None  # None: automatic; 0: whole image; N: cores of N pixels
     overlap: int = DEFAULT_OVERLAP
     shift: int = INFER_SHIFT  # teacher only
-    trained_patch: int | None = None  # the teacher's training patch side, from its checkpoint
+    trained_patch: int | None = None  # the training patch side, from the checkpoint
+    in_patch_windows: bool = False  # run in windows of trained_patch (see patch_windows)
 
     def __post_init__(self) -> None:
         self.model = self.model.to(self.device).eval()
         self.is_teacher = getattr(self.model, "kind", "student") == "teacher"
         self._size_warned = False
+        if self.in_patch_windows:
+            if not self.trained_patch:
+                raise InputError(
+                    "this checkpoint does not record the patch size it was trained on, so --patch-windows "
+                    "cannot size its windows; give --tile and --overlap instead"
+                )
+            self.tile, self.overlap = patch_windows(self.trained_patch)
 
     @classmethod
     def for_loaded(cls, loaded: LoadedModel, device: torch.device, **kw: object) -> Denoiser:
@@ -118,13 +145,14 @@ class Denoiser:
         with the image size, while the student distilled from it on the same patches scored 33.9 dB.
         """
         p = self.trained_patch
-        if self._size_warned or not self.is_teacher or not p or max(h, w) <= 2 * p:
+        if self._size_warned or self.in_patch_windows or not self.is_teacher or not p or max(h, w) <= 2 * p:
             return
         self._size_warned = True
         warn(
             f"this teacher was trained on {p}x{p} patches and is applied to a {w}x{h} image: teachers trained on "
-            "small patches can drift in brightness on much larger images (docs/results.md); the distilled "
-            "student does not, or train the teacher on larger patches"
+            "small patches can drift in brightness on much larger images (docs/results.md); use the distilled "
+            "student, add --patch-windows to run the teacher in windows of its training size, or train it on "
+            "larger patches"
         )
 
     def _net(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aprrd_cli.infer import MULTIPLE, Denoiser, padding_for, reflect_pad, tile_spans
+from aprrd_cli.infer import MULTIPLE, Denoiser, padding_for, patch_windows, reflect_pad, tile_spans, window_side
 from aprrd_cli.models import ATBSN, NBSN100
 from aprrd_cli.models.checkpoint import load_model
 
@@ -133,3 +135,71 @@ def test_training_and_inference_paths_compute_the_same_networks() -> None:
     with torch.no_grad():
         want = student(x)
     torch.testing.assert_close(student(x).detach(), want, atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("patch", [64, 96, 128, 256, 512])
+def test_patch_windows_are_the_training_patch(patch: int) -> None:
+    core, margin = patch_windows(patch)
+    assert window_side(core, margin) == patch
+    assert core > 0 and margin == patch // 8
+    spans = tile_spans(2048, core, margin)
+    assert {w1 - w0 for w0, w1, _, _ in spans} == {patch}
+    assert spans[0][2] == 0 and spans[-1][3] == 2048  # the cores cover the whole range
+    assert all(a[3] == b[2] for a, b in pairwise(spans))
+    assert window_side(*patch_windows(32)) == 64  # the smallest window the tiling can cut
+
+
+def test_a_teacher_in_patch_windows_sees_only_training_size_windows(monkeypatch) -> None:
+    torch.manual_seed(0)
+    den = Denoiser(ATBSN(width=8), torch.device("cpu"), trained_patch=64, in_patch_windows=True)
+    seen: list[tuple[int, int]] = []
+    net = den._net
+    monkeypatch.setattr(den, "_net", lambda x: seen.append(tuple(x.shape[-2:])) or net(x))
+    x = torch.rand(1, 3, 150, 200)
+    y = den(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    assert len(seen) > 4 and set(seen) == {(64, 64)}
+    # no windows asked: one whole-image pass
+    seen.clear()
+    whole = Denoiser(den.model, torch.device("cpu"), tile=0, trained_patch=64)
+    monkeypatch.setattr(whole, "_net", lambda x: seen.append(tuple(x.shape[-2:])) or net(x))
+    whole(x)
+    assert len(seen) == 1
+
+
+def test_patch_windows_need_a_recorded_patch_size() -> None:
+    from aprrd_cli.errors import InputError
+
+    with pytest.raises(InputError, match="does not record the patch size"):
+        Denoiser(ATBSN(width=8), torch.device("cpu"), in_patch_windows=True)
+
+
+def test_patch_windows_from_the_command_line(tmp_path, cli) -> None:
+    from aprrd_cli.data.images import write_image
+    from aprrd_cli.models.checkpoint import save_model
+
+    torch.manual_seed(0)
+    ours, official = tmp_path / "teacher.pth", tmp_path / "official.pth"
+    save_model(ours, ATBSN(width=8).eval(), iteration=10, training={"stage": "apr", "patch_size": 32})
+    torch.save({"model_state_dict": ATBSN(width=8).state_dict()}, official)
+    rng = np.random.default_rng(0)
+    write_image(tmp_path / "in" / "big.png", rng.integers(0, 256, (100, 96, 3), dtype=np.uint8))
+    write_image(tmp_path / "pairs" / "noisy" / "a.png", rng.integers(0, 256, (100, 96, 3), dtype=np.uint8))
+    write_image(tmp_path / "pairs" / "gt" / "a.png", rng.integers(0, 256, (100, 96, 3), dtype=np.uint8))
+    src = tmp_path / "in" / "big.png"
+
+    code, out, err = cli("denoise", src, tmp_path / "w.png", "--model", ours, "--patch-windows")
+    assert code == 0 and "warning" not in out + err  # windows of its patch: nothing to warn about
+    code, out, err = cli("denoise", src, tmp_path / "x.png", "--model", ours, "--patch-windows", "--tile", "64")
+    assert code == 2 and err.strip().splitlines() == [
+        "error: give --patch-windows or --tile, not both (--patch-windows sizes the tiles)"
+    ]
+    assert not (tmp_path / "x.png").exists()
+    code, out, err = cli("denoise", src, tmp_path / "y.png", "--model", official, "--patch-windows")
+    assert code != 0 and "does not record the patch size" in err and "Traceback" not in err
+    assert not (tmp_path / "y.png").exists()
+    code, out, err = cli(
+        "evaluate", "--pairs", tmp_path / "pairs", "--model", ours, "--patch-windows", "--json", tmp_path / "s.json"
+    )
+    assert code == 0 and "warning" not in out + err
+    assert (tmp_path / "s.json").exists()

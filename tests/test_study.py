@@ -41,7 +41,7 @@ def tiny_official(tmp_path):
 
 
 def test_study_end_to_end(tmp_path, tiny_official):
-    root = _tiny_set(tmp_path / "data")
+    root = _tiny_set(tmp_path / "data", side=72)  # over twice the 32-pixel patch: the windows row too
     out = tmp_path / "study"
     args = ["--set", "tiny", "--root", str(root), "--out", str(out), "--iters", "2", "--patch-size", "32"]
     args += ["--width", "8", "--val-every", "1", "--val-crop", "48", "--crop", "40", "--device", "cpu"]
@@ -51,7 +51,9 @@ def test_study_end_to_end(tmp_path, tiny_official):
     res = json.loads((out / "results.json").read_text())
     assert res["budget"]["iters"] == 2 and res["budget"]["patch_size"] == 32
     s = res["sets"]["tiny"]
-    assert set(s["scores"]) == {"noisy", "cbm3d", "bsn", "apr", "rd", "official"}
+    assert set(s["scores"]) == {"noisy", "cbm3d", "bsn", "apr", "apr_windows", "rd", "official"}
+    assert list(s["scores"]).index("apr_windows") == list(s["scores"]).index("apr") + 1
+    assert s["window_side"] == 64  # the smallest window tiling cuts (patch 32)
     assert s["scores"]["noisy"]["noise_kept"] == pytest.approx(1.0)
     for key, sc in s["scores"].items():
         assert sc["n"] == 3, key
@@ -75,6 +77,7 @@ def test_study_end_to_end(tmp_path, tiny_official):
     assert crop_w >= 7 * 40  # noisy | CBM3D | plain BSN | APR | RD | official | clean
     report = (out / "report.md").read_text()
     assert "| APR teacher |" in report and "| official student (SIDD) |" in report
+    assert "| APR teacher, in windows |" in report and "64x64 windows" in report
     assert "aprrd train-apr" in (out / "commands.txt").read_text()
 
     # a second run finds everything done: nothing is retrained, scores are the cached ones

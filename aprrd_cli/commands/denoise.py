@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from aprrd_cli.cli import app
-from aprrd_cli.commands.options import DEVICE, THREADS
+from aprrd_cli.commands.options import DEVICE, PATCH_WINDOWS, THREADS, check_windows_options
 from aprrd_cli.console import console, progress
 from aprrd_cli.data.images import read_image
 from aprrd_cli.denoise import DEFAULT_MODEL, check_model_path, denoise_file, plan_jobs, target_dtype
@@ -39,6 +39,7 @@ def denoise(
         show_default=False,
     ),
     overlap: int = typer.Option(DEFAULT_OVERLAP, "--overlap", min=0, help="Context margin around each tile."),
+    patch_windows: bool = PATCH_WINDOWS,
     bit_depth: int = typer.Option(
         None, "--bit-depth", help="8 or 16 bits per channel (default: as the input).", show_default=False
     ),
@@ -53,6 +54,7 @@ def denoise(
     """Denoise an image or a folder of images (sub-folders kept, bad files reported and skipped)."""
     if bit_depth not in (None, 8, 16):
         raise AprrdError(f"--bit-depth must be 8 or 16, got {bit_depth}", exit_code=2)
+    check_windows_options(patch_windows, tile)
     jobs, is_folder = plan_jobs(input, output)
     kept = 0
     if skip_existing:
@@ -72,7 +74,7 @@ def denoise(
     dev = resolve_device(device)
     set_threads(threads)
     loaded = load_model(model, map_location="cpu")
-    den = Denoiser.for_loaded(loaded, dev, tile=tile, overlap=overlap)
+    den = Denoiser.for_loaded(loaded, dev, tile=tile, overlap=overlap, in_patch_windows=patch_windows)
     console.print(f"model: {model} ({loaded.kind} {loaded.arch}, {loaded.source}) on {describe(dev)}")
 
     failed: list[tuple[Path, str]] = []

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from aprrd_cli.cli import app
-from aprrd_cli.commands.options import DEVICE, THREADS
+from aprrd_cli.commands.options import DEVICE, PATCH_WINDOWS, THREADS, check_windows_options
 from aprrd_cli.console import console, out, progress
 from aprrd_cli.denoise import DEFAULT_MODEL, check_model_path
 from aprrd_cli.device import describe, resolve_device, set_threads
@@ -103,6 +103,7 @@ def evaluate(
         help="Tile core size; 0 = whole image. Default: tile images over 1 MP.",
         show_default=False,
     ),
+    patch_windows: bool = PATCH_WINDOWS,
     threads: int = THREADS,
     method_name: str = typer.Option("APR-RD", "--method-name", help="SIDD OptionalData: method name."),
     authors: str = typer.Option("", "--authors", help="SIDD OptionalData: authors."),
@@ -130,6 +131,7 @@ def evaluate(
     if eval_set is not None and eval_set not in SETS:
         raise AprrdError(f"unknown --set {eval_set!r}; choose one of {', '.join(SETS)}", exit_code=2)
     _check_json_target(json_path)
+    check_windows_options(patch_windows, tile)
 
     # the data first: a wrong folder should fail in a second, not after loading a model
     loaded_pairs = load_pairs(pairs) if pairs is not None else None
@@ -145,7 +147,8 @@ def evaluate(
     dev = resolve_device(device)
     set_threads(threads)
     loaded = load_model(model, map_location="cpu")
-    runner = Runner(Denoiser.for_loaded(loaded, dev, tile=tile, overlap=DEFAULT_OVERLAP), ensemble)
+    den = Denoiser.for_loaded(loaded, dev, tile=tile, overlap=DEFAULT_OVERLAP, in_patch_windows=patch_windows)
+    runner = Runner(den, ensemble)
     console.print(
         f"model: {model} ({loaded.kind} {loaded.arch}, {loaded.source}) on {describe(dev)}"
         + (", x8 self-ensemble" if ensemble else "")

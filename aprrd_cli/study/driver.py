@@ -16,6 +16,7 @@ from aprrd_cli.console import console
 from aprrd_cli.device import describe, resolve_device, set_threads
 from aprrd_cli.evaluate import load_pairs, score_model
 from aprrd_cli.fsutil import atomic_write_text
+from aprrd_cli.infer import patch_windows, window_side
 from aprrd_cli.study import report, scoring
 from aprrd_cli.study.budget import StudyOptions
 from aprrd_cli.study.train_set import set_paths, train_set
@@ -40,6 +41,11 @@ def trained_on(run_dir: Path) -> str | None:
     return f"{c.get('device')}" + (f", {threads} threads" if threads else "") + f", {c.get('precision')}"
 
 
+def needs_windows(pairs: list, patch: int) -> bool:
+    """Whether some image is over twice the training patch, where ``aprrd denoise`` warns about teachers."""
+    return any(max(noisy.shape[:2]) > 2 * patch for _, noisy, _ in pairs)
+
+
 def score_set(opts: StudyOptions, name: str, device: torch.device) -> dict:
     """Every method's scores on the set's full pairs, the curves' data and the pictures."""
     paths = set_paths(opts, name)
@@ -52,6 +58,11 @@ def score_set(opts: StudyOptions, name: str, device: torch.device) -> dict:
         model = paths["runs"] / key / file
         if model.exists():
             scores[key] = scoring.score_checkpoint(model, pairs, out / key, device)
+        if key == "apr" and model.exists() and needs_windows(pairs, opts.budget.patch_size):
+            # the teacher also as it saw its training data: images over twice the patch can make it drift
+            scores["apr_windows"] = scoring.score_checkpoint(
+                model, pairs, out / "apr_windows", device, in_patch_windows=True
+            )
     if opts.official is not None and Path(opts.official).exists():
         scores["official"] = scoring.score_checkpoint(Path(opts.official), pairs, out / "official", device)
     for key, sc in scores.items():
@@ -134,6 +145,7 @@ def run_study(opts: StudyOptions, n_crops: int = 2) -> dict:
             "train_seconds": {k: _train_seconds(runs / k) for k in TRAINED},
             "trained_on": {k: trained_on(runs / k) for k in TRAINED},
             "cbm3d_sigma": scored["scores"].get("cbm3d", {}).get("sigma"),
+            "window_side": window_side(*patch_windows(b.patch_size)),
             "curves": curves,
             "val_lines": lines,
             "curve_png": str(curve_png.relative_to(out)),
@@ -167,6 +179,10 @@ def render(results: dict) -> str:
             if sec is not None and k in s["scores"]:
                 where = s["trained_on"].get(k)
                 notes[k] = f"trained {sec / 60:.1f} min" + (f" ({where})" if where else "")
+        if "apr_windows" in s["scores"]:
+            side = s["window_side"]
+            what = "the training patch size" if side == b["patch_size"] else "the smallest the tiling cuts"
+            notes["apr_windows"] = f"{side}x{side} windows, {what} (`--patch-windows`)"
         if s.get("cbm3d_sigma"):
             sig = list(s["cbm3d_sigma"].values())
             notes["cbm3d"] = f"estimated sigma {255 * min(sig):.2f}-{255 * max(sig):.2f} (of 255)"

@@ -27,6 +27,7 @@ METHODS = (
     ("cbm3d", "CBM3D (blind sigma)"),
     ("bsn", "plain BSN"),
     ("apr", "APR teacher"),
+    ("apr_windows", "APR teacher, in windows"),
     ("rd", "RD student"),
     ("official", "official student (SIDD)"),
 )
@@ -99,8 +100,14 @@ def score_cbm3d(pairs: list[Pair], folder: Path) -> dict:
     return _save(folder, result)
 
 
-def score_checkpoint(model_path: Path, pairs: list[Pair], folder: Path, device: torch.device) -> dict:
-    """Denoise and score with a checkpoint (ours or the official format), saving the results as PNG."""
+def score_checkpoint(
+    model_path: Path, pairs: list[Pair], folder: Path, device: torch.device, in_patch_windows: bool = False
+) -> dict:
+    """Denoise and score with a checkpoint (ours or the official format), saving the results as PNG.
+
+    Whole images, as ``aprrd evaluate``; ``in_patch_windows`` runs the network in windows of
+    its training patch size instead (``--patch-windows``).
+    """
     from aprrd_cli.infer import Denoiser
     from aprrd_cli.models.checkpoint import load_model
 
@@ -115,7 +122,12 @@ def score_checkpoint(model_path: Path, pairs: list[Pair], folder: Path, device: 
         write_image(folder / _stem(name), den)
 
     t0 = time.perf_counter()
-    result = score_model(Denoiser(loaded.model, device), pairs, on_image=keep)
+    den = (
+        Denoiser.for_loaded(loaded, device, in_patch_windows=True)
+        if in_patch_windows
+        else Denoiser(loaded.model, device)
+    )
+    result = score_model(den, pairs, on_image=keep)
     result["seconds"] = time.perf_counter() - t0
     result["model"] = str(model_path)
     result["iteration"] = loaded.iteration
