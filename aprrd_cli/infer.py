@@ -66,6 +66,12 @@ def padding_for(h: int, w: int, extra: int) -> tuple[int, int, int, int]:
     return t, b, lft, r
 
 
+def far_larger_than_patch(h: int, w: int, patch: int | None) -> bool:
+    """Whether an image side is over twice the training patch: where a teacher trained on small
+    patches was seen to drift (docs/results.md), so aprrd warns and the study adds a windowed score."""
+    return bool(patch) and max(h, w) > 2 * patch
+
+
 def patch_windows(patch: int) -> tuple[int, int]:
     """(tile, overlap) whose windows are ``patch`` pixels, the size a network was trained on.
 
@@ -145,7 +151,7 @@ class Denoiser:
         with the image size, while the student distilled from it on the same patches scored 33.9 dB.
         """
         p = self.trained_patch
-        if self._size_warned or self.in_patch_windows or not self.is_teacher or not p or max(h, w) <= 2 * p:
+        if self._size_warned or self.in_patch_windows or not self.is_teacher or not far_larger_than_patch(h, w, p):
             return
         self._size_warned = True
         warn(

@@ -16,7 +16,7 @@ from aprrd_cli.console import console
 from aprrd_cli.device import describe, resolve_device, set_threads
 from aprrd_cli.evaluate import load_pairs, score_model
 from aprrd_cli.fsutil import atomic_write_text
-from aprrd_cli.infer import patch_windows, window_side
+from aprrd_cli.infer import far_larger_than_patch, patch_windows, window_side
 from aprrd_cli.study import report, scoring
 from aprrd_cli.study.budget import StudyOptions
 from aprrd_cli.study.train_set import set_paths, train_set
@@ -42,8 +42,8 @@ def trained_on(run_dir: Path) -> str | None:
 
 
 def needs_windows(pairs: list, patch: int) -> bool:
-    """Whether some image is over twice the training patch, where ``aprrd denoise`` warns about teachers."""
-    return any(max(noisy.shape[:2]) > 2 * patch for _, noisy, _ in pairs)
+    """Whether some image is far larger than the training patch, where ``aprrd denoise`` warns about teachers."""
+    return any(far_larger_than_patch(*noisy.shape[:2], patch) for _, noisy, _ in pairs)
 
 
 def score_set(opts: StudyOptions, name: str, device: torch.device) -> dict:
