@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from aprrd_cli.errors import OutputError
+from aprrd_cli.interrupts import hold_signals
 
 
 def _current_umask() -> int:
@@ -50,9 +51,10 @@ def check_output_dir(folder: str | os.PathLike, what: str = "output") -> None:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".aprrd-write-test.", suffix=".part", dir=folder)
-        os.close(fd)
-        os.unlink(tmp)
+        with hold_signals():  # an interruption between creating and removing would leave the probe
+            fd, tmp = tempfile.mkstemp(prefix=".aprrd-write-test.", suffix=".part", dir=folder)
+            os.close(fd)
+            os.unlink(tmp)
     except OSError as e:
         raise OutputError(f"cannot write the {what} in {folder}: {explain(e, folder)}; choose a writable folder") from e
 
@@ -120,21 +122,25 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """
     path = Path(path)
     parent = path.parent
+    tmp_path: Path | None = None
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        remove_dead_partials(parent)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{path.name}.{os.getpid()}-",
-            suffix=(suffix if suffix is not None else path.suffix) + ".part",
-            dir=parent,
-        )
-    except OSError as e:
-        raise OutputError(f"cannot write in {parent}: {explain(e, parent)}; choose a writable folder") from e
-    os.close(fd)
-    tmp_path = Path(tmp)
-    with contextlib.suppress(OSError):
-        os.chmod(tmp_path, FILE_MODE)
-    try:
+        # a signal between creating the temporary and knowing its name would leave it behind:
+        # it waits for the end of this block, where the clean-up below already covers the file
+        with hold_signals():
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+                remove_dead_partials(parent)
+                fd, tmp = tempfile.mkstemp(
+                    prefix=f".{path.name}.{os.getpid()}-",
+                    suffix=(suffix if suffix is not None else path.suffix) + ".part",
+                    dir=parent,
+                )
+            except OSError as e:
+                raise OutputError(f"cannot write in {parent}: {explain(e, parent)}; choose a writable folder") from e
+            tmp_path = Path(tmp)
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.chmod(tmp_path, FILE_MODE)
         yield tmp_path
         with contextlib.suppress(OSError):
             # flush the data to disk before the rename makes it visible
@@ -145,15 +151,20 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
                 os.close(fd)
         os.replace(tmp_path, path)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp_path.unlink()
+        _discard(tmp_path)
         if e.errno is None and _free_bytes(parent) == 0:  # numpy's tofile reports a short write without errno
             e = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         raise OutputError(f"cannot write {path}: {explain(e, parent)}; check free space and permissions") from e
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp_path.unlink()
+        _discard(tmp_path)
         raise
+
+
+def _discard(tmp: Path | None) -> None:
+    """Remove a temporary file, if it was created, on the way out of a failed write."""
+    if tmp is not None:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def _free_bytes(folder: Path) -> int | None:

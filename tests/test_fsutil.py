@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from aprrd_cli.errors import AprrdError
-from aprrd_cli.fsutil import FILE_MODE, atomic_path, atomic_write_text
+from aprrd_cli.fsutil import FILE_MODE, atomic_path, atomic_write_text, check_output_dir
 
 
 def test_success_renames_into_place_with_the_usual_mode(tmp_path: Path) -> None:
@@ -79,3 +81,43 @@ def test_a_killed_writers_leftovers_are_removed_by_the_next_write(tmp_path: Path
     assert not stale.exists()
     assert live.exists() and foreign.exists()
     assert (folder / "c.txt").read_text() == "done"
+
+
+def _signal_right_after(real, sig: int):
+    """``real``, then ``sig`` sent to this process the moment it returns: the narrowest window."""
+
+    def call(*args, **kwargs):
+        out = real(*args, **kwargs)
+        signal.raise_signal(sig)
+        return out
+
+    return call
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_as_the_temporary_is_created_leaves_nothing(tmp_path: Path, monkeypatch, sig) -> None:
+    """The race CI once caught: SIGTERM between mkstemp and the clean-up knowing the file's name."""
+    (tmp_path / "a.npy").write_text("old")
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        monkeypatch.setattr(tempfile, "mkstemp", _signal_right_after(tempfile.mkstemp, sig))
+        body = []
+        with pytest.raises(KeyboardInterrupt):
+            with atomic_path(tmp_path / "a.npy") as tmp:
+                body.append(tmp)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert body == []  # the signal was raised before the caller could start writing
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy"]
+    assert (tmp_path / "a.npy").read_text() == "old"
+
+
+def test_a_signal_during_the_write_probe_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(tempfile, "mkstemp", _signal_right_after(tempfile.mkstemp, signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt):
+        check_output_dir(tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # what aprrd's own SIGTERM handler does (cli.Terminated)

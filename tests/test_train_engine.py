@@ -16,9 +16,10 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from aprrd_cli.errors import AprrdError
+from aprrd_cli.interrupts import hold_signals
 from aprrd_cli.models.checkpoint import load_model, read_raw
 from aprrd_cli.training.config import APRConfig, RDConfig, RunOptions
-from aprrd_cli.training.engine import NonFiniteLoss, hold_signals, train
+from aprrd_cli.training.engine import NonFiniteLoss, train
 from aprrd_cli.training.stages import apr_stage, rd_stage
 
 CPU = torch.device("cpu")

@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from aprrd_cli.console import console, progress, warn
 from aprrd_cli.device import autocast, is_main
 from aprrd_cli.errors import AprrdError
 from aprrd_cli.fsutil import remove_partials
+from aprrd_cli.interrupts import hold_signals
 from aprrd_cli.models.checkpoint import model_payload, read_raw, save_model, save_payload
 from aprrd_cli.training.config import TrainConfig, differences, option_name
 from aprrd_cli.training.records import RunLog, plot, write_json
@@ -120,28 +119,6 @@ def restore_rng(state: dict, generators: dict[str, torch.Generator]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
     for k, g in generators.items():
         g.set_state(state["generators"][k])
-
-
-# --- signals -------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def hold_signals() -> Iterator[None]:
-    """Delay Ctrl-C / SIGTERM over the parameter update, so that a checkpoint taken after an
-    interruption never holds a half-applied step; the signal is re-raised right after."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    sigs = (signal.SIGINT, signal.SIGTERM)
-    old = {s: signal.signal(s, lambda n, f: caught.append(n)) for s in sigs}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        if caught:
-            signal.raise_signal(caught[0])
 
 
 # --- the schedule --------------------------------------------------------------------------
