@@ -26,6 +26,7 @@ pytestmark = pytest.mark.slow
 
 EXE = Path(sys.executable).with_name("aprrd")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "200"}
+BIG = 512  # about 45 ms per photo for the denoise test, 1 s for all 24
 TRAIN = ["--batch-size", "1", "--patch-size", "32", "--width", "8", "--device", "cpu", "--threads", "1"]
 
 
@@ -85,35 +86,38 @@ def world(tmp_path_factory) -> Path:
     save_model(r / "teacher.pth", ATBSN(width=8), 1)
     for i in range(24):
         write_image(r / "photos" / f"p{i:02d}.png", rgb(128, 128, i))
+        # the width-8 student denoises a 128x128 photo in 5 ms: too fast to stop half-way for sure
+        write_image(r / "large" / f"p{i:02d}.png", rgb(BIG, BIG, i))
     return r
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_denoise_folder(world, tmp_path, sig) -> None:
     out = tmp_path / "out"
-    proc = start("denoise", world / "photos", out, "-m", world / "student.pth", "--device", "cpu", "--threads", "1")
+    proc = start("denoise", world / "large", out, "-m", world / "student.pth", "--device", "cpu", "--threads", "1")
     wait_until(proc, lambda: len(list(out.glob("*.png"))) >= 2)
     interrupt(proc, sig)
     done = sorted(out.glob("*.png"))
     assert 2 <= len(done) < 24 and not partials(out)
     for p in done:  # every file left is a whole image
-        assert read_image(p)[0].shape == (128, 128, 3)
+        assert read_image(p)[0].shape == (BIG, BIG, 3)
     stamps = {p.name: p.stat().st_mtime_ns for p in done}
-    again = finish("denoise", world / "photos", out, "-m", world / "student.pth", "--device", "cpu", "--skip-existing")
+    again = finish("denoise", world / "large", out, "-m", world / "student.pth", "--device", "cpu", "--skip-existing")
     assert again.returncode == 0 and len(list(out.glob("*.png"))) == 24
     assert f"{len(done)} already there" in again.stderr  # continued: the finished ones were not redone
     assert all(p.stat().st_mtime_ns == stamps[p.name] for p in done)
 
 
 def test_prepare_data_sigterm_then_rerun(world, tmp_path) -> None:
+    """SIGTERM while an array is half-written: that file goes, the finished ones stay recorded."""
     prep = tmp_path / "prep"
-    proc = start("prepare-data", world / "photos", "--out", prep)
-    wait_until(proc, lambda: len(list((prep / "train").glob("*.npy"))) >= 3)
+    proc = slow_prepare(0.1, world / "photos", prep)  # unslowed, all 24 photos take 20 ms: the signal would come late
+    wait_until(proc, lambda: len(list((prep / "train").glob("*.npy"))) >= 3 and bool(partials(prep)))
     interrupt(proc, signal.SIGTERM)
     assert not partials(prep) and not (prep / ".aprrd.lock").exists()
     index = json.loads((prep / "index.json").read_text())  # written on the way out: finished images recorded
     kept = {e["name"] for e in index["train"]}
-    assert len(kept) >= 3 and kept == {p.stem for p in (prep / "train").glob("*.npy")}
+    assert 3 <= len(kept) < 24 and kept == {p.stem for p in (prep / "train").glob("*.npy")}
     again = finish("prepare-data", world / "photos", "--out", prep)
     assert again.returncode == 0, again.stderr
     row = next(ln for ln in again.stdout.splitlines() if "folder" in ln)
@@ -121,7 +125,7 @@ def test_prepare_data_sigterm_then_rerun(world, tmp_path) -> None:
     assert len(open_train_store(prep)) == 24
 
 
-# prepare-data on a slow disk: each array stays half-written (a .part file) for half a second
+# prepare-data on a slow disk: each array stays half-written (a .part file) for DELAY seconds
 SLOW_PREPARE = """
 import sys, time
 import numpy as np
@@ -132,7 +136,7 @@ def slow_save(path, arr):
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, arr, allow_pickle=False)
         f.flush()
-        time.sleep(0.5)
+        time.sleep(DELAY)
 
 prepare.save_npy = slow_save
 from aprrd_cli.cli import main
@@ -140,12 +144,18 @@ sys.exit(main())
 """
 
 
+def slow_prepare(delay: float, photos: Path, out: Path) -> subprocess.Popen:
+    """``aprrd prepare-data`` through its own entry point, every array write taking ``delay`` s."""
+    script = SLOW_PREPARE.replace("DELAY", repr(delay))
+    cmd = [sys.executable, "-c", script, "prepare-data", str(photos), "--out", str(out)]
+    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def test_two_prepare_runs_and_a_kill_9(world, tmp_path) -> None:
     """The second run is refused naming the lock and the first run's PID; after a kill -9 of the
     first, its lock is taken over, its temporary file removed and the store completed."""
     prep = tmp_path / "prep"
-    cmd = [sys.executable, "-c", SLOW_PREPARE, "prepare-data", str(world / "photos"), "--out", str(prep)]
-    first = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = slow_prepare(0.5, world / "photos", prep)
     wait_until(first, lambda: (prep / ".aprrd.lock").exists())
     second = finish("prepare-data", world / "photos", "--out", prep)
     message = " ".join(second.stderr.split())
