@@ -124,23 +124,23 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     parent = path.parent
     tmp_path: Path | None = None
     try:
-        # a signal between creating the temporary and knowing its name would leave it behind:
-        # it waits for the end of this block, where the clean-up below already covers the file
-        with hold_signals():
-            try:
-                parent.mkdir(parents=True, exist_ok=True)
-                remove_dead_partials(parent)
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            remove_dead_partials(parent)
+            # a signal between creating the temporary and knowing its name would leave it behind:
+            # it waits for the end of this block, inside the try whose clean-up covers the file
+            with hold_signals():
                 fd, tmp = tempfile.mkstemp(
                     prefix=f".{path.name}.{os.getpid()}-",
                     suffix=(suffix if suffix is not None else path.suffix) + ".part",
                     dir=parent,
                 )
-            except OSError as e:
-                raise OutputError(f"cannot write in {parent}: {explain(e, parent)}; choose a writable folder") from e
-            tmp_path = Path(tmp)
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.chmod(tmp_path, FILE_MODE)
+                tmp_path = Path(tmp)
+                os.close(fd)
+        except OSError as e:
+            raise OutputError(f"cannot write in {parent}: {explain(e, parent)}; choose a writable folder") from e
+        with contextlib.suppress(OSError):
+            os.chmod(tmp_path, FILE_MODE)
         yield tmp_path
         with contextlib.suppress(OSError):
             # flush the data to disk before the rename makes it visible
