@@ -20,6 +20,7 @@ from aprrd_cli.interrupts import hold_signals
 from aprrd_cli.models.checkpoint import load_model, read_raw
 from aprrd_cli.training.config import APRConfig, RDConfig, RunOptions
 from aprrd_cli.training.engine import NonFiniteLoss, train
+from aprrd_cli.training.records import collapse_warning
 from aprrd_cli.training.stages import apr_stage, rd_stage
 
 CPU = torch.device("cpu")
@@ -217,3 +218,35 @@ def test_compile_failure_falls_back_to_eager_with_the_same_result(uninterrupted,
     run_apr(tmp_path, TINY, compile=True)
     assert "--compile failed" in " ".join(capsys.readouterr().err.split())
     assert_same(params(tmp_path / "teacher.pth"), params(uninterrupted / "teacher.pth"))
+
+
+def test_a_collapsing_validation_is_warned_once(tmp_path, capsys):
+    """The curve of the 128x128 cc15 teacher at lr 1e-3 (docs/results.md), scripted."""
+    scores = iter([23.67, 29.67, 5.78, 4.09])
+
+    def validate(model) -> dict:
+        return {"psnr": next(scores), "ssim": 0.5}
+
+    cfg = APRConfig(iters=4, batch_size=2, patch_size=32, width=8, lr=1e-3)
+    o = opts(tmp_path, val_every=1)
+    train(apr_stage(cfg, CPU, o, "tiny"), cfg, o, TinySampler(IMAGE, 32, 2), CPU, validate=validate)
+    said = " ".join(capsys.readouterr().err.split())
+    assert said.count("validation PSNR fell") == 1  # at the first collapsed point, not again
+    assert "fell from 29.67 dB (iteration 2) to 5.78 dB at iteration 3" in said and "--lr 3e-4" in said
+
+
+@pytest.mark.parametrize(
+    ("curve", "warned"),
+    [
+        ([25.8, 23.3, 23.9], False),  # the early sidd7 curve at lr 1e-3: noise, not a collapse
+        ([32.9, 29.9, 32.0], False),
+        ([31.0, 21.0], False),  # exactly 10 dB below the best
+        ([31.0, 20.9], True),
+        ([30.0, float("nan"), 10.0], True),  # a non-finite score is left out, not compared
+        ([30.0], False),
+    ],
+)
+def test_collapse_rule(curve, warned):
+    records = [{"iteration": 100 * (i + 1), "val_psnr": v} for i, v in enumerate(curve)]
+    records.insert(0, {"iteration": 50, "loss": 0.3})
+    assert (collapse_warning(records) is not None) is warned

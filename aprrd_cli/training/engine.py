@@ -32,7 +32,7 @@ from aprrd_cli.fsutil import remove_partials
 from aprrd_cli.interrupts import hold_signals
 from aprrd_cli.models.checkpoint import model_payload, read_raw, save_model, save_payload
 from aprrd_cli.training.config import TrainConfig, differences, option_name
-from aprrd_cli.training.records import RunLog, plot, write_json
+from aprrd_cli.training.records import RunLog, collapse_warning, plot, write_json
 
 STATE_FORMAT = "aprrd-training-state"
 BETAS = (0.9, 0.999)
@@ -299,6 +299,7 @@ def train(
     window: list[float] = []
     last_loss: float | None = None
     last_val: dict | None = None
+    collapse_warned = False
     first_step = True
 
     def step(y: torch.Tensor, it: int) -> float:
@@ -377,6 +378,9 @@ def train(
                         bar.console.print(
                             f"iteration {done}: validation PSNR {last_val['psnr']:.2f} dB, SSIM {last_val['ssim']:.4f}"
                         )
+                    if not collapse_warned and (collapsed := collapse_warning(log.records)):
+                        collapse_warned = True  # once a run: the user has been told
+                        warn(collapsed)
                 if done % opts.save_every == 0 or done == stop:
                     save(done, elapsed)
                     saved_at = done

@@ -33,6 +33,32 @@ def read_log(path: Path) -> list[dict]:
     return out
 
 
+# A fall this far below the best validation so far is a collapse, not noise: the healthy
+# runs of docs/results.md fell by at most about 3 dB from one validation to the next.
+COLLAPSE_DB = 10.0
+
+
+def collapse_warning(records: list[dict]) -> str | None:
+    """The warning to give when the newest validation PSNR fell far below the best before it.
+
+    Why: an APR teacher on 128x128 patches at lr 1e-3 fell from 29.7 to 5.8 dB within one
+    validation interval and never recovered, while its loss looked as usual (docs/results.md);
+    only the validation shows it, and a run can have hours left.
+    """
+    vals = [(r["iteration"], r["val_psnr"]) for r in records if "val_psnr" in r and math.isfinite(r["val_psnr"])]
+    if len(vals) < 2:
+        return None
+    it, now = vals[-1]
+    best_it, best = max(vals[:-1], key=lambda v: v[1])
+    if now >= best - COLLAPSE_DB:
+        return None
+    return (
+        f"validation PSNR fell from {best:.2f} dB (iteration {best_it}) to {now:.2f} dB at iteration {it}: "
+        "the run may have collapsed; consider stopping it and training again with the paper's --lr 3e-4 "
+        "or a larger --patch-size (docs/results.md)"
+    )
+
+
 class RunLog:
     """Appends training records; keeps them in memory for the plot."""
 
