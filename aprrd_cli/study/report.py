@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from aprrd_cli.study.scoring import LABELS
-from aprrd_cli.training.records import read_log
+from aprrd_cli.training.records import read_log, val_points
 
 CURVE_MODELS = (("bsn", "plain BSN"), ("apr", "APR teacher"), ("rd", "RD student"))
 LABEL_H = 13
@@ -21,7 +21,7 @@ def val_curve(run_dir: Path) -> list[tuple[int, float]]:
     log = run_dir / "log.jsonl"
     if not log.exists():
         return []
-    return [(int(r["iteration"]), float(r["val_psnr"])) for r in read_log(log) if "val_psnr" in r]
+    return val_points(read_log(log))
 
 
 def plot_curves(path: Path, title: str, curves: dict[str, list[tuple[int, float]]], lines: dict[str, float]) -> None:

@@ -33,6 +33,11 @@ def read_log(path: Path) -> list[dict]:
     return out
 
 
+def val_points(records: list[dict]) -> list[tuple[int, float]]:
+    """(iteration, validation PSNR) of the log's validation records, in order."""
+    return [(int(r["iteration"]), float(r["val_psnr"])) for r in records if "val_psnr" in r]
+
+
 # A fall this far below the best validation so far is a collapse, not noise: the healthy
 # runs of docs/results.md fell by at most about 3 dB from one validation to the next.
 COLLAPSE_DB = 10.0
@@ -45,7 +50,7 @@ def collapse_warning(records: list[dict]) -> str | None:
     validation interval and never recovered, while its loss looked as usual (docs/results.md);
     only the validation shows it, and a run can have hours left.
     """
-    vals = [(r["iteration"], r["val_psnr"]) for r in records if "val_psnr" in r and math.isfinite(r["val_psnr"])]
+    vals = [(it, v) for it, v in val_points(records) if math.isfinite(v)]
     if len(vals) < 2:
         return None
     it, now = vals[-1]
@@ -88,7 +93,7 @@ def plot(records: list[dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     losses = [(r["iteration"], r["loss"]) for r in records if "loss" in r and math.isfinite(r["loss"])]
-    vals = [(r["iteration"], r["val_psnr"]) for r in records if "val_psnr" in r]
+    vals = val_points(records)
     fig, axes = plt.subplots(1, 2 if vals else 1, figsize=(11 if vals else 6, 4), squeeze=False)
     ax = axes[0][0]
     if losses:
