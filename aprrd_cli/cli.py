@@ -100,10 +100,37 @@ def _usage_line(e: typer.TyperException) -> str:
     return f"{message[:1].lower()}{message[1:].rstrip('.')}; see '{where} -h'"
 
 
+def _flags_without_type() -> None:
+    """Typer's help shows ``<bool>`` beside flags, as if ``--resume true`` were the way to write
+    them: flags (and --help) take no value, so their type column stays empty."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None:  # another Typer: leave its help as it is
+        return
+
+    def display_type_rich(self: TyperOption, ctx: object) -> str | None:
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_without_type()
+
+# What to do after Ctrl-C, for the commands whose way to continue is not obvious (training
+# commands print their own --resume line).
+INTERRUPT_HINTS = {
+    "denoise": "run the same command with --skip-existing to continue where it stopped",
+    "prepare-data": "run the same command again to continue: finished images are not redone",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call this in-process)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    if debug:  # accepted anywhere on the line, not only before the command
+        args = ["--debug", *(a for a in args if a != "--debug")]
     keep_freed_memory()
     with warnings.catch_warnings():
         if not debug:
@@ -145,7 +172,11 @@ def _main(args: list[str], debug: bool) -> int:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     if code == 130:
-        console.print("[red]interrupted[/red]: stopped; finished outputs are kept and no partial file is left")
+        hint = next((INTERRUPT_HINTS[a] for a in args if a in INTERRUPT_HINTS), None)
+        console.print(
+            "[red]interrupted[/red]: stopped; finished outputs are kept and no partial file is left"
+            + (f"; {hint}" if hint else "")
+        )
     return code
 
 

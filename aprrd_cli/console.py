@@ -1,24 +1,42 @@
-"""The shared rich console and progress bar, so every command reports the same way."""
+"""The shared rich console and progress display, so every command reports the same way.
+
+On a terminal progress is a live bar with rate and ETA. When stderr is a file or a pipe (a
+job's log, ``nohup``, CI) a live bar shows nothing until the end and then leaves one
+garbled frame, so there :class:`LineProgress` writes one plain line per task every
+``APRRD_PROGRESS_SECONDS`` seconds (30 by default) and when the task ends.
+"""
 
 from __future__ import annotations
 
+import math
+import os
+import time
+from typing import Any
+
 from rich.console import Console
+from rich.filesize import decimal
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
     SpinnerColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
+    TransferSpeedColumn,
 )
 from rich.text import Text
 
 # soft_wrap: a message stays one line (terminals wrap it visually), so logs and greps see one line
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
+
+PROGRESS_SECONDS = 30.0  # a plain progress line this often when not on a terminal
 
 
 class RateColumn(ProgressColumn):
@@ -29,22 +47,120 @@ class RateColumn(ProgressColumn):
         self.unit = unit
 
     def render(self, task: Task) -> Text:
+        return Text(rate_text(task.finished_speed or task.speed, self.unit), style="progress.data.speed")
+
+
+def rate_text(speed: float | None, unit: str) -> str:
+    """``12.30 it/s``, ``2.50 s/it`` below one a second, ``4.2 MB/s`` for bytes."""
+    if not speed:
+        return f"-- {unit}/s"
+    if unit == "B":
+        return f"{decimal(int(speed))}/s"
+    if speed >= 1:
+        return f"{speed:.2f} {unit}/s"
+    return f"{1 / speed:.2f} s/{unit}"
+
+
+def plural(n: int, word: str) -> str:
+    """``1 image``, ``2 images``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def duration(seconds: float) -> str:
+    """``1h02m03s``, ``2m03s`` or ``4.5s``."""
+    h, rem = divmod(int(seconds), 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
+
+
+def progress_seconds() -> float:
+    """How often a plain progress line is written (``APRRD_PROGRESS_SECONDS``, default 30)."""
+    try:
+        return max(0.0, float(os.environ.get("APRRD_PROGRESS_SECONDS", PROGRESS_SECONDS)))
+    except ValueError:
+        return PROGRESS_SECONDS
+
+
+class LineProgress(Progress):
+    """The progress display for a log file or a pipe: plain lines, never a live bar.
+
+    Each visible task gets a line every ``every`` seconds while it moves, and one when the
+    display ends: ``APR (teacher): 120/1000 it (12%), 1.38 it/s, loss 0.5123, lr 2.9e-04,
+    elapsed 1m27s, eta 10m38s``. The bookkeeping (rates, ETA) is rich's own.
+    """
+
+    def __init__(self, unit: str, *columns: ProgressColumn, every: float, transient: bool = False) -> None:
+        super().__init__(*columns, console=console, auto_refresh=False, transient=True)
+        self.unit = unit
+        self.every = every
+        self.final_lines = not transient
+        self._printed: dict[TaskID, float] = {}
+        self._shown: dict[TaskID, tuple] = {}
+
+    def start(self) -> None:  # no live display
+        pass
+
+    def stop(self) -> None:
+        if self.final_lines:
+            for task in self.tasks:
+                if task.visible and task.completed and self._shown.get(task.id) != self._state(task):
+                    self._line(task)
+
+    def update(self, task_id: TaskID, **kw: Any) -> None:
+        super().update(task_id, **kw)
+        self._tick(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._tick(task_id)
+
+    def _tick(self, task_id: TaskID) -> None:
+        now = time.monotonic()
+        last = self._printed.setdefault(task_id, now)
+        task = self._tasks[task_id]
+        if task.visible and task.completed and now - last >= self.every:
+            self._printed[task_id] = now
+            self._line(task)
+
+    @staticmethod
+    def _state(task: Task) -> tuple:
+        return (task.completed, task.total, task.description)
+
+    def _count(self, n: float) -> str:
+        return decimal(int(n)) if self.unit == "B" else f"{int(n)}"
+
+    def _line(self, task: Task) -> None:
+        self._shown[task.id] = self._state(task)
+        count = self._count(task.completed) + (f"/{self._count(task.total)}" if task.total else "")
+        parts = [count + ("" if self.unit == "B" else f" {self.unit}")]
+        if task.total:
+            parts[0] += f" ({100 * task.completed / task.total:.0f}%)"
         speed = task.finished_speed or task.speed
-        if not speed:
-            return Text(f"-- {self.unit}/s", style="progress.data.speed")
-        if speed >= 1:
-            return Text(f"{speed:.2f} {self.unit}/s", style="progress.data.speed")
-        return Text(f"{1 / speed:.2f} s/{self.unit}", style="progress.data.speed")
+        if not speed and task.elapsed:  # one step so far: rich needs two to estimate a speed
+            speed = task.completed / task.elapsed
+        parts.append(rate_text(speed, self.unit))
+        parts += [f"{k} {v}" for k, v in task.fields.items()]
+        parts.append(f"elapsed {duration(task.elapsed or 0.0)}")
+        if task.total and task.completed < task.total and speed:
+            remaining = (task.total - task.completed) / speed
+            if math.isfinite(remaining):
+                parts.append(f"eta {duration(remaining)}")
+        self.console.print(escape(f"{task.description}: {', '.join(parts)}"))
 
 
 def progress(unit: str = "it", *extra: ProgressColumn, transient: bool = False) -> Progress:
-    """A progress bar with count, rate and ETA; extra columns go before the timers."""
+    """A progress display with count, rate and ETA; extra columns go before the timers.
+
+    A live bar on a terminal; plain lines (:class:`LineProgress`) when stderr is not one.
+    """
+    if not console.is_terminal:
+        return LineProgress(unit, *extra, every=progress_seconds(), transient=transient)
+    counts = (DownloadColumn(), TransferSpeedColumn()) if unit == "B" else (MofNCompleteColumn(), RateColumn(unit))
     return Progress(
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
-        RateColumn(unit),
+        *counts,
         *extra,
         TimeElapsedColumn(),
         TextColumn("eta"),

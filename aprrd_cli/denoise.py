@@ -23,6 +23,7 @@ from aprrd_cli.data.images import (
 )
 from aprrd_cli.errors import AprrdError, InputError
 from aprrd_cli.infer import Denoiser
+from aprrd_cli.models.zoo import NAMED, describe_named, fetch, is_named
 
 DEFAULT_MODEL = Path("runs/rd/student.pth")
 BIT_DEPTHS = {8: "uint8", 16: "uint16"}
@@ -124,13 +125,30 @@ def denoise_file(
     return arr.shape[0] * arr.shape[1] / 1e6
 
 
-def missing_model_message(path: Path) -> str:
-    return (
-        f"no model at {path}; train one (aprrd train-apr, then aprrd distill) or pass --model, "
-        "e.g. the official release's NBSN_SIDD_Medium.pth"
-    )
+MODEL_HELP = (
+    "A checkpoint file (ours or the official format), or a named model downloaded once and verified: "
+    "official (the release's 1.00M student) or official-1.02M. Default: runs/rd/student.pth when it exists, "
+    "else official."
+)
 
 
-def check_model_path(path: Path) -> None:
+def resolve_model(spec: str | None) -> tuple[Path, str]:
+    """The checkpoint file that ``--model`` names, and how the one-line model description calls it.
+
+    No ``--model``: the student of the user's last ``distill`` when there is one here, else the
+    official student (fetched once). A named model wins over a file of the same name; ``./official``
+    names the file.
+    """
+    if spec is None:
+        if DEFAULT_MODEL.is_file():
+            return DEFAULT_MODEL, f"{DEFAULT_MODEL}, the default: the student of your last distill"
+        return fetch("official"), f"{describe_named('official')}, the default while there is no {DEFAULT_MODEL} here"
+    if is_named(spec):
+        return fetch(spec), describe_named(spec)
+    path = Path(spec)
     if not path.exists():
-        raise AprrdError(missing_model_message(path))
+        raise AprrdError(
+            f"no model at {path}; give a checkpoint file, or a named model: {', '.join(NAMED)} "
+            "(or train your own: aprrd train-apr, then aprrd distill)"
+        )
+    return path, str(path)

@@ -127,46 +127,68 @@ def _as_rgb8(arr: np.ndarray, path: Path) -> tuple[np.ndarray, bool]:
     return np.ascontiguousarray(arr[:, :, :3]), converted
 
 
-def _image_names(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.is_file() and is_image_path(p) and not p.name.startswith("."))
+def _images_by_stem(folder: Path, option: str) -> dict[str, str]:
+    """The images of a pairs folder by name without extension (``x.png`` pairs with ``x.tif``)."""
+    names = sorted(p.name for p in folder.iterdir() if p.is_file() and is_image_path(p) and not p.name.startswith("."))
+    by_stem: dict[str, str] = {}
+    for name in names:
+        stem = Path(name).stem
+        if stem in by_stem:
+            raise InputError(
+                f"{folder} holds {by_stem[stem]} and {name}: two images for one pair ({option} pairs files by name "
+                "without extension); keep one of them"
+            )
+        by_stem[stem] = name
+    return by_stem
 
 
-def load_pairs(pairs_dir: Path) -> list[Pair]:
+def load_pairs(pairs_dir: Path, option: str = "--pairs") -> list[Pair]:
     """``(name, noisy, gt)`` for every image of ``DIR/noisy`` with its namesake in ``DIR/gt``.
 
-    Both are uint8 H x W x 3 (16-bit or float files are rounded to 8 bits, grey is
-    repeated, alpha dropped). Missing folders, an empty folder, names without a partner
-    and size mismatches are one-line errors, before any network runs.
+    Partners share their name up to the extension (``noisy/x.png`` with ``gt/x.tif``). Both
+    are uint8 H x W x 3 (16-bit or float files are rounded to 8 bits, grey is repeated,
+    alpha dropped). Missing folders, an empty folder, names without a partner, size or
+    colour mismatches are one-line errors naming ``option``, before any network runs.
     """
     pairs_dir = Path(pairs_dir)
+    layout = f"{option} expects a folder with noisy/ and gt/ holding images of matching names"
     if not pairs_dir.is_dir():
-        raise InputError(f"{pairs_dir}: no such folder; --pairs expects a folder with noisy/ and gt/ inside")
+        raise InputError(f"{pairs_dir}: no such folder; {layout}")
     for sub in ("noisy", "gt"):
         if not (pairs_dir / sub).is_dir():
-            raise InputError(
-                f"{pairs_dir} has no {sub}/ folder; --pairs expects DIR/noisy and DIR/gt with matching names"
-            )
-    noisy_names, gt_names = _image_names(pairs_dir / "noisy"), _image_names(pairs_dir / "gt")
+            raise InputError(f"{pairs_dir} has no {sub}/ folder; {layout}")
+    noisy_names, gt_names = _images_by_stem(pairs_dir / "noisy", option), _images_by_stem(pairs_dir / "gt", option)
     if not noisy_names:
-        raise InputError(f"{pairs_dir / 'noisy'} holds no PNG, TIFF or JPEG images")
-    only_noisy = sorted(set(noisy_names) - set(gt_names))
-    only_gt = sorted(set(gt_names) - set(noisy_names))
+        raise InputError(f"{pairs_dir / 'noisy'} holds no PNG, TIFF or JPEG images; {layout}")
+    only_noisy = sorted(noisy_names[s] for s in set(noisy_names) - set(gt_names))
+    only_gt = sorted(gt_names[s] for s in set(gt_names) - set(noisy_names))
     if only_noisy or only_gt:
         parts = []
         if only_noisy:
             parts.append(f"{len(only_noisy)} in noisy/ without a gt/ partner ({', '.join(only_noisy[:3])})")
         if only_gt:
             parts.append(f"{len(only_gt)} in gt/ without a noisy/ partner ({', '.join(only_gt[:3])})")
-        raise InputError(f"{pairs_dir}: names do not match: {'; '.join(parts)}; give each pair the same file name")
+        raise InputError(
+            f"{pairs_dir}: names do not match: {'; '.join(parts)}; give each pair the same file name "
+            "(the extensions may differ)"
+        )
     pairs, converted = [], 0
-    for name in noisy_names:
-        arrays = []
-        for sub in ("noisy", "gt"):
-            path = pairs_dir / sub / name
-            arr, was_converted = _as_rgb8(read_image(path)[0], path)
+    for stem in sorted(noisy_names, key=lambda s: noisy_names[s]):
+        arrays, kinds = [], []
+        for sub, names in (("noisy", noisy_names), ("gt", gt_names)):
+            path = pairs_dir / sub / names[stem]
+            raw = read_image(path)[0]
+            kinds.append("grey" if raw.shape[2] < 3 else "colour")
+            arr, was_converted = _as_rgb8(raw, path)
             converted += was_converted
             arrays.append(arr)
         noisy, gt = arrays
+        name = noisy_names[stem]
+        if kinds[0] != kinds[1]:
+            raise InputError(
+                f"{pairs_dir}: {name} is {kinds[0]} in noisy/ but {gt_names[stem]} is {kinds[1]} in gt/; "
+                "a pair must have the same colour channels (score grey against grey, colour against colour)"
+            )
         if noisy.shape != gt.shape:
             raise InputError(
                 f"{pairs_dir}: {name} is {noisy.shape[1]}x{noisy.shape[0]} in noisy/ but "

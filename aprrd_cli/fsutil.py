@@ -60,7 +60,8 @@ def check_output_dir(folder: str | os.PathLike, what: str = "output") -> None:
 
 
 def remove_partials(*folders: str | os.PathLike, dead_only: bool = False) -> int:
-    """Delete the temporary ``.*.part`` files a ``kill -9`` left in these folders; returns how many.
+    """Delete the temporary ``.*.part`` files (and torch.hub's ``.*.part.*.partial``) a ``kill -9``
+    left in these folders; returns how many.
 
     Every one of them when the caller holds the folder's lock; with ``dead_only``, only those
     whose writer (the PID in the name) is no longer running, for folders no lock guards.
@@ -70,7 +71,7 @@ def remove_partials(*folders: str | os.PathLike, dead_only: bool = False) -> int
         folder = Path(folder)
         if not folder.is_dir():
             continue
-        for p in folder.glob(".*.part"):
+        for p in (*folder.glob(".*.part"), *folder.glob(".*.part.*.partial")):
             if dead_only and not _left_by_dead_writer(p.name):
                 continue
             with contextlib.suppress(OSError):
@@ -81,7 +82,8 @@ def remove_partials(*folders: str | os.PathLike, dead_only: bool = False) -> int
 
 # A temporary file is named ``.NAME.PID-XXXXXXXX[.SUFFIX].part``: its writer's process id tells
 # whether a leftover is still being written or was left by a process that died (kill -9, power).
-_PARTIAL = re.compile(r"^\..+\.(\d+)-[a-z0-9_]{8}.*\.part$")
+# ``torch.hub``'s downloader writes into ``TEMPORARY.HEX.partial`` first (models/zoo.py).
+_PARTIAL = re.compile(r"^\..+\.(\d+)-[a-z0-9_]{8}.*\.part(\.[0-9a-f]{32}\.partial)?$")
 _swept: set[Path] = set()
 
 

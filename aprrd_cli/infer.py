@@ -24,6 +24,7 @@ from aprrd_cli.models.teacher import INFER_SHIFT
 MULTIPLE = 32
 TEACHER_PAD = 16
 DEFAULT_TILE = 512
+MIN_TILE = 64  # smallest --tile a user may ask for: below it the margins' work dominates
 DEFAULT_OVERLAP = 96
 AUTO_TILE_PIXELS = 1024 * 1024  # padded images above this are tiled by default
 

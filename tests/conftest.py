@@ -25,6 +25,20 @@ def one_thread():
     yield
 
 
+# Nothing listens on the discard port: a named model that a test fetches without serving it
+# fails at once, offline, instead of reaching the internet.
+OFFLINE_URL = "http://127.0.0.1:9/"
+
+
+@pytest.fixture(autouse=True)
+def offline_weights(tmp_path_factory, monkeypatch):
+    """No test touches the internet or the user's cache: named models come from an empty
+    per-test cache and an address where nothing answers, unless the test serves them."""
+    monkeypatch.setenv("APRRD_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("APRRD_WEIGHTS_URL", OFFLINE_URL)
+    yield
+
+
 def need(path: Path) -> Path:
     """Skip the calling test, with the reason, when a shared file is missing."""
     if not path.exists():

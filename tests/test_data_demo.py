@@ -108,3 +108,19 @@ def test_demo_noise_option_scales_the_noise_and_guards_the_folder(tmp_path, cli)
     assert 4.0 < noisy_psnr(tmp_path / "d1") - noisy_psnr(tmp_path / "d4") < 6.5
     code, _, err = cli("prepare-data", "--demo", tmp_path / "d4", "--out", tmp_path / "p4")
     assert code == 1 and "made with other noise settings" in err
+
+
+def test_demo_refuses_a_folder_of_the_users_files(tmp_path, cli):
+    """--demo into a non-empty folder that holds no demo set used to overwrite the user's files
+    there and mix them into the demo set (issue 13)."""
+    mine = tmp_path / "photos"
+    (mine / "noisy").mkdir(parents=True)
+    (mine / "noisy" / "astronaut_top.png").write_bytes(b"my own photo")
+    (mine / "notes.txt").write_text("mine")
+    code, _, err = cli("prepare-data", "--demo", mine, "--out", tmp_path / "prep")
+    assert code == 1 and "is not empty and holds no demo set" in " ".join(err.split())
+    assert (mine / "noisy" / "astronaut_top.png").read_bytes() == b"my own photo"
+    assert sorted(p.name for p in mine.rglob("*")) == ["astronaut_top.png", "noisy", "notes.txt"]
+    assert not (tmp_path / "prep").exists()
+    (tmp_path / "empty").mkdir()  # an empty folder is fine
+    assert build_demo_set(tmp_path / "empty") == tmp_path / "empty"

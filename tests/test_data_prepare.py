@@ -15,7 +15,7 @@ import pytest
 import scipy.io
 
 from aprrd_cli.data import prepare as prepare_mod
-from aprrd_cli.data.images import write_image
+from aprrd_cli.data.images import read_image, write_image
 from aprrd_cli.data.lock import DirLock
 from aprrd_cli.data.store import open_eval_set, open_train_store
 
@@ -240,17 +240,20 @@ def test_folder_of_photos(tmp_path, cli):
     write_image(root / ".hidden.png", a8)
     (root / "notes.txt").write_text("not an image")
     prep = root / "prepared"  # inside ROOT: must not be read back as photos
-    code, out, _ = cli("prepare-data", root, "--out", prep)
-    assert code == 1  # the grey image was skipped
-    assert "grey.png: greyscale image; expected an RGB photo" in " ".join(out.split())
+    code, out, err = cli("prepare-data", root, "--out", prep)
+    assert code == 0, err
+    assert "grey" not in out  # a grey photo is prepared as RGB, as denoise takes it (issue 13)
     store = open_train_store(prep)
-    assert store.names == ["a", "c", "d", "deep__er__b"]
+    assert store.names == ["a", "c", "d", "deep__er__b", "grey"]
     np.testing.assert_array_equal(store.images[0], a8)
     np.testing.assert_array_equal(store.images[1], rgba[:, :, :3])
     assert store.images[3].dtype == np.uint16
     np.testing.assert_array_equal(store.images[3], a16)
+    grey = read_image(root / "grey.png")[0]
+    np.testing.assert_array_equal(store.images[4], np.repeat(grey, 3, axis=2))
+    assert [e.get("note") for e in store.entries if e["name"] == "grey"] == ["grey stored as RGB"]
     code, _, _ = cli("prepare-data", root, "--out", prep)
-    assert code == 1 and len(open_train_store(prep)) == 4  # still not reading its own output
+    assert code == 0 and len(open_train_store(prep)) == 5  # still not reading its own output
 
 
 def test_names_never_escape_the_store(tmp_path):
@@ -338,3 +341,24 @@ def test_interrupt_keeps_finished_images_and_leaves_no_partial_file(tree, tmp_pa
     monkeypatch.setattr(prepare_mod, "load_train_image", real)
     (r,) = prepare_mod.prepare(root, prep, parts=["sidd-medium"])
     assert (r.prepared, r.unchanged) == (2, 2)
+
+
+def test_a_store_forgets_images_whose_source_is_gone_and_names_other_roots(tmp_path, cli):
+    """A store prepared from two roots over time kept entries of the first root after its photos
+    were deleted, and trained on them (issue 13)."""
+    write_image(tmp_path / "a" / "x.png", rand_img(40, 40))
+    write_image(tmp_path / "a" / "y.png", rand_img(40, 40))
+    write_image(tmp_path / "b" / "z.png", rand_img(40, 40))
+    prep = tmp_path / "prep"
+    assert cli("prepare-data", tmp_path / "a", "--out", prep)[0] == 0
+    code, _, err = cli("prepare-data", tmp_path / "b", "--out", prep)
+    assert code == 0, err
+    text = " ".join(err.split())
+    assert "also holds 2 training image(s) prepared earlier from" in text and str(tmp_path / "a") in text
+    assert sorted(open_train_store(prep).names) == ["x", "y", "z"]
+    (tmp_path / "a" / "x.png").unlink()
+    code, _, err = cli("prepare-data", tmp_path / "b", "--out", prep)
+    assert code == 0, err
+    assert "removed 1 training image(s) of earlier runs whose source file no longer exists" in " ".join(err.split())
+    assert sorted(open_train_store(prep).names) == ["y", "z"]
+    assert sorted(p.name for p in (prep / "train").iterdir()) == ["y.npy", "z.npy"]

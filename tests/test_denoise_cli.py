@@ -198,13 +198,17 @@ def test_bad_model_files(cli, tmp_path, small_model, model_setup, expect) -> Non
     assert not (tmp_path / "o.png").exists()
 
 
-def test_default_model_missing_says_how_to_get_one(cli, tmp_path, monkeypatch) -> None:
+def test_default_model_offline_says_where_to_put_the_weights(cli, tmp_path, monkeypatch) -> None:
+    """No runs/rd/student.pth here: the default is the official student; offline with an empty
+    cache that is one line naming the address tried and where the file may be put by hand."""
     monkeypatch.chdir(tmp_path)
     write_image(tmp_path / "in.png", img((16, 16, 3)))
     code, _, err = cli("denoise", "in.png", "o.png")
     assert code == 1
     line = one_line(err)
-    assert "runs/rd/student.pth" in line and "aprrd distill" in line and "--model" in line
+    assert "cannot download the official weights" in line and "http://127.0.0.1:9/NBSN_1.00M" in line
+    assert "put it at" in line and "APRRD_WEIGHTS_URL" in line
+    assert not (tmp_path / "o.png").exists()
 
 
 def test_absent_device_is_a_clean_error(cli, tmp_path, small_model) -> None:

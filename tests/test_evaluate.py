@@ -295,3 +295,39 @@ def test_error_bad_choice(cli, args, phrase):
     code, _, err = cli("evaluate", *args)
     assert code == 2
     _one_line_error(code, err, phrase)
+
+
+def test_error_missing_prepared_set_names_the_files_it_needs(cli, student_path, tmp_path):
+    code, _, err = cli("evaluate", "-m", student_path, "--set", "sidd-val", "--data", tmp_path)
+    _one_line_error(code, err, "ValidationNoisyBlocksSrgb.mat and ValidationGtBlocksSrgb.mat")
+    code, _, err = cli("evaluate", "-m", student_path, "--set", "dnd", "--data", tmp_path)
+    _one_line_error(code, err, "dnd_2017/info.mat")
+
+
+def test_error_colour_noisy_with_grey_reference(cli, student_path, pairs_dir):
+    """Scoring an RGB output against a grey reference gave 16 dB and exit 0 (issue 13)."""
+    write_image(pairs_dir / "gt" / "b.png", np.zeros((40, 48, 1), np.uint8))
+    code, _, err = cli("evaluate", "-m", student_path, "--pairs", pairs_dir)
+    _one_line_error(code, err, "b.png is colour in noisy/ but b.png is grey in gt/", "same colour channels")
+
+
+def test_pairs_may_differ_in_extension(cli, student_path, pairs_dir, tmp_path):
+    gt_b = pairs_dir / "gt" / "b.png"
+    arr = read_image(gt_b)[0]
+    gt_b.unlink()
+    write_image(pairs_dir / "gt" / "b.tif", arr)
+    code, _, err = cli("evaluate", "-m", student_path, "--pairs", pairs_dir, "--json", tmp_path / "s.json")
+    assert code == 0, err
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert [r["name"] for r in report["images"]] == ["a.png", "b.png"]
+    write_image(pairs_dir / "gt" / "b.jpg", arr)  # now two candidates for one pair
+    code, _, err = cli("evaluate", "-m", student_path, "--pairs", pairs_dir)
+    _one_line_error(code, err, "b.jpg and b.tif: two images for one pair", "keep one of them")
+
+
+def test_one_image_is_one_image(cli, student_path, pairs_dir):
+    for sub in ("noisy", "gt"):
+        (pairs_dir / sub / "b.png").unlink()
+    code, _, err = cli("evaluate", "-m", student_path, "--pairs", pairs_dir)
+    assert code == 0, err
+    assert "over 1 image," in " ".join(err.split()) and "over 1 images" not in err

@@ -185,7 +185,7 @@ CASES = [
     ("distill-student-as-teacher", "distill --teacher {r}/student.pth --data {r}/prep --run-dir {r}/rd --patch-size 32",
      "a teacher (AT-BSN) is needed", 1),
     ("distill-teacher-missing", "distill --teacher {r}/nope.pth --data {r}/prep --run-dir {r}/rd --patch-size 32",
-     "no such file", 1),
+     "nope.pth; run aprrd train-apr first (it writes RUN/teacher.pth", 1),
     ("distill-teacher-random", "distill --teacher {r}/random.pth --data {r}/prep --run-dir {r}/rd --patch-size 32",
      "not a PyTorch checkpoint", 1),
     ("distill-teacher-truncated",

@@ -193,3 +193,40 @@ def test_images_smaller_than_the_patch_are_left_out_with_a_warning(cli, prep, tm
     )  # fmt: skip
     assert code == 2
     assert "largest has a shortest side of 96 px); use --patch-size 96 or less" in flat(err)
+
+
+def test_resume_takes_the_data_and_run_options_from_the_run(cli, prep, tmp_path, monkeypatch):
+    """`train-apr --run-dir R --resume` without --data, from another folder: the store's absolute
+    path and the other run options come from the run (issue 13)."""
+    run = tmp_path / "run"
+    val = tmp_path / "val"
+    for sub in ("noisy", "gt"):
+        write_image(val / sub / "v.png", np.full((32, 32, 3), 120, np.uint8))
+    code, _, err = cli(
+        "train-apr", "--data", prep, "--run-dir", run, *TINY, "--stop-at", "1", "--val", val, "--save-every", "2"
+    )
+    assert code == 0, err
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, _, err = cli("train-apr", "--run-dir", run, "--resume")
+    assert code == 0, err
+    assert (run / "teacher.pth").exists()
+    options = json.loads((run / "config.json").read_text())["options"]
+    assert options["data"] == str(prep.resolve()) and options["val"] == str(val.resolve())
+    assert options["device"] == "cpu" and options["threads"] == 1 and options["save_every"] == 2
+    assert "validation PSNR" in flat(err)  # --val came from the run too
+
+
+def test_a_bad_val_folder_is_named_as_val(cli, prep, tmp_path):
+    code, _, err = cli("train-apr", "--data", prep, "--run-dir", tmp_path / "r", *TINY, "--val", tmp_path / "nope")
+    assert code == 1
+    assert "--val expects a folder with noisy/ and gt/" in flat(err) and "--pairs" not in err
+
+
+def test_distill_help_shows_its_own_defaults(cli):
+    code, out, _ = cli("distill", "-h")
+    text = flat(out)
+    assert code == 0 and "(default: 200000)" in text and "(default: 128)" in text
+    assert "400000" not in text and "256" not in text.split("--patch-size")[1][:80]
+    assert "x>=1" not in text.split("--patch-size")[1][:80]

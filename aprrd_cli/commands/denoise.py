@@ -11,12 +11,14 @@ from aprrd_cli.cli import app
 from aprrd_cli.commands.options import DEVICE, PATCH_WINDOWS, THREADS, check_windows_options
 from aprrd_cli.console import console, progress
 from aprrd_cli.data.images import read_image
-from aprrd_cli.denoise import DEFAULT_MODEL, check_model_path, denoise_file, plan_jobs, target_dtype
+from aprrd_cli.denoise import MODEL_HELP, denoise_file, plan_jobs, resolve_model, target_dtype
 from aprrd_cli.device import describe, resolve_device, set_threads
 from aprrd_cli.errors import AprrdError, CheckpointError, OutputError
 from aprrd_cli.fsutil import check_output_dir
 from aprrd_cli.infer import DEFAULT_OVERLAP, Denoiser
 from aprrd_cli.models.checkpoint import load_model
+
+MIN_RATE_MP = 0.05  # below this many megapixels a seconds-per-megapixel figure measures only overheads
 
 
 @app.command()
@@ -27,15 +29,13 @@ def denoise(
     output: Path = typer.Argument(
         ..., metavar="OUTPUT", help="Output image, or folder when INPUT is a folder.", show_default=False
     ),
-    model: Path = typer.Option(
-        DEFAULT_MODEL, "--model", "-m", help="Student or teacher checkpoint (ours or official)."
-    ),
+    model: str = typer.Option(None, "--model", "-m", metavar="<path|name>", help=MODEL_HELP, show_default=False),
     device: str = DEVICE,
     tile: int = typer.Option(
         None,
         "--tile",
         min=0,
-        help="Tile core size in pixels; 0 = whole image. Default: tile images over 1 MP.",
+        help="Tile core size in pixels, at least 64; 0 = whole image. Default: tile images over 1 MP.",
         show_default=False,
     ),
     overlap: int = typer.Option(DEFAULT_OVERLAP, "--overlap", min=0, help="Context margin around each tile."),
@@ -70,12 +70,12 @@ def denoise(
     if not is_folder:
         first = read_image(jobs[0].src)
         target_dtype(first[1], jobs[0].dst, bit_depth)
-    check_model_path(model)
     dev = resolve_device(device)
+    model_path, label = resolve_model(model)
     set_threads(threads)
-    loaded = load_model(model, map_location="cpu")
+    loaded = load_model(model_path, map_location="cpu")
     den = Denoiser.for_loaded(loaded, dev, tile=tile, overlap=overlap, in_patch_windows=patch_windows)
-    console.print(f"model: {model} ({loaded.kind} {loaded.arch}, {loaded.source}) on {describe(dev)}")
+    console.print(f"model: {label}; {loaded.kind} {loaded.arch} ({loaded.source} format) on {describe(dev)}")
 
     failed: list[tuple[Path, str]] = []
     mp_total, t0 = 0.0, time.perf_counter()
@@ -106,7 +106,7 @@ def denoise(
                 bar.advance(images)
     seconds = time.perf_counter() - t0
     done = len(jobs) - len(failed)
-    rate = f", {seconds / mp_total:.2f} s/MP" if mp_total else ""
+    rate = f", {seconds / mp_total:.2f} s/MP" if mp_total >= MIN_RATE_MP else ""  # tiny images: start-up, not speed
     console.print(
         f"denoised {done} image{'s' if done != 1 else ''} ({mp_total:.2f} MP) in {seconds:.1f} s{rate}"
         + (f"; {len(failed)} failed" if failed else "")

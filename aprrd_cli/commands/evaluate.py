@@ -12,8 +12,8 @@ from rich.table import Table
 
 from aprrd_cli.cli import app
 from aprrd_cli.commands.options import DEVICE, PATCH_WINDOWS, THREADS, check_windows_options
-from aprrd_cli.console import console, out, progress
-from aprrd_cli.denoise import DEFAULT_MODEL, check_model_path
+from aprrd_cli.console import console, out, plural, progress
+from aprrd_cli.denoise import MODEL_HELP, resolve_model
 from aprrd_cli.device import describe, resolve_device, set_threads
 from aprrd_cli.errors import AprrdError
 from aprrd_cli.evaluate import (
@@ -73,9 +73,7 @@ def _rate(spm: float) -> str:
 
 @app.command()
 def evaluate(
-    model: Path = typer.Option(
-        DEFAULT_MODEL, "--model", "-m", help="Student or teacher checkpoint (ours or official)."
-    ),
+    model: str = typer.Option(None, "--model", "-m", metavar="<path|name>", help=MODEL_HELP, show_default=False),
     pairs: Path = typer.Option(
         None, "--pairs", help="Folder with noisy/ and gt/ images of matching names.", show_default=False
     ),
@@ -100,7 +98,7 @@ def evaluate(
         None,
         "--tile",
         min=0,
-        help="Tile core size; 0 = whole image. Default: tile images over 1 MP.",
+        help="Tile core size in pixels, at least 64; 0 = whole image. Default: tile images over 1 MP.",
         show_default=False,
     ),
     patch_windows: bool = PATCH_WINDOWS,
@@ -143,14 +141,14 @@ def evaluate(
     out_dir = out_dir or RESULTS / (eval_set or pairs.resolve().name)
     if save_images or eval_set in ("sidd-bench", "dnd"):  # submission files or pictures will go there
         check_output_dir(out_dir, "submission files and pictures" if eval_set else "pictures")
-    check_model_path(model)
     dev = resolve_device(device)
+    model_path, label = resolve_model(model)
     set_threads(threads)
-    loaded = load_model(model, map_location="cpu")
+    loaded = load_model(model_path, map_location="cpu")
     den = Denoiser.for_loaded(loaded, dev, tile=tile, overlap=DEFAULT_OVERLAP, in_patch_windows=patch_windows)
     runner = Runner(den, ensemble)
     console.print(
-        f"model: {model} ({loaded.kind} {loaded.arch}, {loaded.source}) on {describe(dev)}"
+        f"model: {label}; {loaded.kind} {loaded.arch} ({loaded.source} format) on {describe(dev)}"
         + (", x8 self-ensemble" if ensemble else "")
     )
 
@@ -198,18 +196,20 @@ def evaluate(
         report = scores.summary()
         rows = [(r["name"], str(len(r["blocks"]["psnr"])), r["psnr"], r["ssim"]) for r in report["images"]]
         mean = (report["psnr"], report["ssim"])
-        out.print(_table(f"sidd-val: {model.name}", "blocks", rows, f"mean over {report['n']} blocks", mean))
+        out.print(
+            _table(f"sidd-val: {model_path.name}", "blocks", rows, f"mean over {plural(report['n'], 'block')}", mean)
+        )
         console.print(
-            f"sidd-val: {report['psnr']:.3f} dB / {report['ssim']:.5f} over {report['n']} blocks, "
+            f"sidd-val: {report['psnr']:.3f} dB / {report['ssim']:.5f} over {plural(report['n'], 'block')}, "
             f"{_rate(report['seconds_per_megapixel'])}"
         )
-        _write_json(json_path, {"set": eval_set, "model": str(model), "ensemble": ensemble, **report})
+        _write_json(json_path, {"set": eval_set, "model": model or str(model_path), "ensemble": ensemble, **report})
     elif eval_set == "sidd-bench":
         console.print(
             f"sidd-bench: {n} blocks denoised, {_rate(spm)}; submission -> {path} "
             f"(upload it on the SIDD benchmark page; {SIDD_FILE} checked on read-back)"
         )
-        _write_json(json_path, {"set": eval_set, "model": str(model), "ensemble": ensemble, "n": n,
+        _write_json(json_path, {"set": eval_set, "model": model or str(model_path), "ensemble": ensemble, "n": n,
                                 "seconds_per_megapixel": spm, "files": [str(path)]})  # fmt: skip
     else:
         bundles = [p for p in written if p.parent.name == "bundled"]
@@ -217,7 +217,7 @@ def evaluate(
             f"dnd: {n} crops denoised, {_rate(spm)}; {len(written) - len(bundles)} crop files in {out_dir}, "
             f"{len(bundles)} bundles in {out_dir / 'bundled'} (zip bundled/ and upload it; all checked on read-back)"
         )
-        _write_json(json_path, {"set": eval_set, "model": str(model), "ensemble": ensemble, "n": n,
+        _write_json(json_path, {"set": eval_set, "model": model or str(model_path), "ensemble": ensemble, "n": n,
                                 "seconds_per_megapixel": spm, "files": [str(p) for p in bundles]})  # fmt: skip
     if pictures is not None:
         console.print(f"pictures -> {pictures}")
@@ -236,9 +236,9 @@ def _run_pairs(runner: Runner, pairs: list, pairs_dir: Path, pictures: Path | No
         report = score_model(runner, pairs, on_image=on_image)
     rows = [(r["name"], sizes[r["name"]], r["psnr"], r["ssim"]) for r in report["images"]]
     mean = (report["psnr"], report["ssim"])
-    out.print(_table(f"pairs: {pairs_dir}", "size", rows, f"mean over {report['n']} images", mean))
+    out.print(_table(f"pairs: {pairs_dir}", "size", rows, f"mean over {plural(report['n'], 'image')}", mean))
     console.print(
-        f"{pairs_dir}: {report['psnr']:.3f} dB / {report['ssim']:.5f} over {report['n']} images, "
+        f"{pairs_dir}: {report['psnr']:.3f} dB / {report['ssim']:.5f} over {plural(report['n'], 'image')}, "
         f"{_rate(report['seconds_per_megapixel'])}"
     )
     _write_json(json_path, report)

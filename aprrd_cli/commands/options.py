@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from aprrd_cli.errors import AprrdError
+from aprrd_cli.infer import DEFAULT_TILE, MIN_TILE
 
 DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps (auto: first CUDA GPU, else CPU).")
 THREADS = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's choice).")
@@ -17,6 +18,14 @@ PATCH_WINDOWS = typer.Option(
 
 
 def check_windows_options(patch_windows: bool, tile: int | None) -> None:
-    """--patch-windows sizes the tiles itself, so a --tile beside it would be silently overridden."""
+    """--patch-windows sizes the tiles itself, so a --tile beside it would be silently overridden;
+    a tile far smaller than the networks' context repeats the context's work thousands of times."""
     if patch_windows and tile is not None:
         raise AprrdError("give --patch-windows or --tile, not both (--patch-windows sizes the tiles)", exit_code=2)
+    if tile is not None and 0 < tile < MIN_TILE:
+        raise AprrdError(
+            f"--tile {tile} is below the {MIN_TILE}-pixel minimum: every tile is run with its context margin "
+            f"(--overlap) on each side, so tiles this small repeat most of the work thousands of times; "
+            f"use --tile {DEFAULT_TILE} (the default for large photos), or 0 for whole images",
+            exit_code=2,
+        )

@@ -18,22 +18,22 @@ HELP = """Prepare training images and evaluation sets for train-apr, distill and
 
 ROOT is a dataset tree, every part optional, laid out as the datasets are published:
 
-  SIDD_Medium_Srgb/Data/*/*_NOISY_SRGB_*.png          training images (GT twins never read)
-  SIDD_Benchmark_Data/*/*_NOISY_SRGB_010.png          benchmark frames, also for training
-  SIDD_Validation_sRGB/ValidationNoisyBlocksSrgb.mat  + ValidationGtBlocksSrgb.mat
-  SIDD_Benchmark_sRGB/BenchmarkNoisyBlocksSrgb.mat    (or under SIDD_Validation_sRGB/)
-  dnd_2017/info.mat + dnd_2017/images_srgb/*.mat      DND, MATLAB v7.3
+  SIDD_Medium_Srgb/Data/*/*_NOISY_SRGB_*.png         training (GT never read)
+  SIDD_Benchmark_Data/*/*_NOISY_SRGB_010.png         training
+  SIDD_Validation_sRGB/Validation{Noisy,Gt}BlocksSrgb.mat
+  SIDD_Benchmark_sRGB/BenchmarkNoisyBlocksSrgb.mat   (or beside validation)
+  dnd_2017/info.mat, dnd_2017/images_srgb/*.mat      DND, MATLAB v7.3
 
-or simply a folder of your own noisy photos (PNG/TIFF/JPEG, 8 or 16 bits, any nesting).
+or simply a folder of your own noisy photos (PNG/TIFF/JPEG, 8 or 16 bits, colour or grey, any nesting).
 
-Training images are stored as arrays under PREP/train and read through memory maps;
-evaluation sets under PREP/sidd-val, PREP/sidd-bench and PREP/dnd. Unchanged sources are
-not redone, so a second run takes seconds. Bad files are reported and skipped, the rest is
-prepared, and the exit code is 1 when anything was skipped.
+Training images are stored as arrays under PREP/train and read through memory maps; evaluation sets \
+under PREP/sidd-val, PREP/sidd-bench and PREP/dnd. Unchanged sources are not redone, so a second run \
+takes seconds. Bad files are reported and skipped, the rest is prepared, and the exit code is 1 when \
+anything was skipped.
 
---demo DIR builds a small offline demo set in DIR (photos shipped with scikit-image plus
-simulated camera noise: DIR/noisy for training, DIR/pairs/{noisy,gt} for evaluation) and
-prepares DIR/noisy.
+--demo DIR builds a small offline demo set in DIR, a new or empty folder (photos shipped with \
+scikit-image plus simulated camera noise: DIR/noisy for training, DIR/pairs/{noisy,gt} for evaluation), \
+and prepares DIR/noisy.
 """
 
 

@@ -13,32 +13,64 @@ from pathlib import Path
 import typer
 
 from aprrd_cli.cli import app
-from aprrd_cli.commands.options import DEVICE, THREADS
-from aprrd_cli.training.config import APRConfig, RDConfig, RunOptions, TrainConfig, config_from_dict
-
-ITERS = typer.Option(None, "--iters", min=1, help="Training iterations (default: 400000 APR, 200000 RD).")
-BATCH = typer.Option(None, "--batch-size", min=1, help="Global batch (split over DDP processes) (default: 8).")
-PATCH = typer.Option(
-    None, "--patch-size", min=1, help="Square patch side, a multiple of 32 (default: 256 APR, 128 RD)."
+from aprrd_cli.commands.options import THREADS
+from aprrd_cli.training.config import (
+    INHERITED_OPTIONS,
+    APRConfig,
+    RDConfig,
+    RunOptions,
+    TrainConfig,
+    config_from_dict,
 )
+
+
+def _iters(default: int) -> object:
+    return typer.Option(None, "--iters", min=1, help=f"Training iterations (default: {default}).", show_default=False)
+
+
+def _patch(default: int) -> object:
+    # no min= here: the range Typer would print (x>=1) contradicts the rule, which cfg.check explains
+    return typer.Option(
+        None, "--patch-size", help=f"Square patch side, a multiple of 32 (default: {default}).", show_default=False
+    )
+
+
+BATCH = typer.Option(None, "--batch-size", min=1, help="Global batch (split over DDP processes) (default: 8).")
 LR = typer.Option(None, "--lr", help="Initial learning rate, cosine-decayed to 0 (default: 3e-4).")
 SEED = typer.Option(None, "--seed", help="Seed of the weights, the patches and the APR/recharge draws (default: 0).")
+# Run options: left out on --resume, they take the run's values (INHERITED_OPTIONS); else these defaults
+DATA = typer.Option(None, "--data", help="Prepared store (aprrd prepare-data) (default: prepared).", show_default=False)
+TRAIN_DEVICE = typer.Option(
+    None,
+    "--device",
+    help="auto, cpu, cuda, cuda:N or mps (default: auto: first CUDA GPU, else CPU).",
+    show_default=False,
+)
 WORKERS = typer.Option(None, "--workers", min=0, help="Data-loading processes (default: 0 on CPU, 4 on GPU).")
-SAVE_EVERY = typer.Option(1000, "--save-every", min=1, help="Write RUN/checkpoints/last.pth every N iterations.")
+SAVE_EVERY = typer.Option(
+    None, "--save-every", min=1, help="Write RUN/checkpoints/last.pth every N iterations (default: 1000)."
+)
 STOP_AT = typer.Option(None, "--stop-at", min=1, help="Stop after iteration N with a checkpoint (resume later).")
-RESUME = typer.Option(False, "--resume", help="Continue the run in --run-dir from its last checkpoint.")
+RESUME = typer.Option(
+    False,
+    "--resume",
+    help="Continue the run in --run-dir from its last checkpoint; options left out take the run's values.",
+)
 VAL = typer.Option(
     None, "--val", help="Validate on a folder of pairs (noisy/ + gt/) or on 'sidd-val' from --data.", show_default=False
 )
-VAL_EVERY = typer.Option(0, "--val-every", min=0, help="Validate every N iterations (0: at the end only).")
+VAL_EVERY = typer.Option(None, "--val-every", min=0, help="Validate every N iterations (default: 0, at the end only).")
 PRECISION = typer.Option(
     None, "--precision", help="fp32, bf16 or fp16 (default: bf16 on GPUs that have it, else fp32)."
 )
-COMPILE = typer.Option(False, "--compile", help="torch.compile the network (falls back to eager if it fails).")
+COMPILE = typer.Option(
+    None, "--compile/--no-compile", help="torch.compile the network (falls back to eager if it fails) (default: off)."
+)
 LOG_EVERY = typer.Option(None, "--log-every", min=1, help="Write a log.jsonl record every N iterations.")
 WIDTH = typer.Option(
     None, "--width", min=4, help="Network width (default: 48, the paper's; smaller is faster and weaker)."
 )
+RUN_DEFAULTS = {"data": Path("prepared"), "device": "auto", "save_every": 1000, "val_every": 0, "compile": False}
 
 
 def _workers(n: int | None, device: str) -> int:
@@ -68,27 +100,40 @@ def _config(cls: type[TrainConfig], run_dir: Path, resume: bool, given: dict) ->
 
 
 def _run_options(args: dict) -> RunOptions:
-    """The run options from a command's arguments: the same fields for both stages."""
+    """The run options from a command's arguments: the same fields for both stages.
+
+    An option left out takes, on --resume, the value the run last ran with (the store's
+    absolute path included, so a resume needs no --data), else its default.
+    """
     names = {f.name for f in fields(RunOptions)}
     kw = {k: v for k, v in args.items() if k in names}
-    kw["workers"] = _workers(args["workers"], args["device"])
+    saved: dict = {}
+    if args["resume"]:
+        from aprrd_cli.training.stages import saved_options
+
+        saved = saved_options(args["run_dir"])
+    for key in INHERITED_OPTIONS:
+        if kw.get(key) is None:
+            kw[key] = saved.get(key, RUN_DEFAULTS.get(key))
+    kw["data"] = Path(kw["data"])
+    kw["workers"] = _workers(kw["workers"], kw["device"])
     return RunOptions(**kw)
 
 
 @app.command("train-apr")
 def train_apr_cmd(
-    data: Path = typer.Option(Path("prepared"), "--data", help="Prepared store (aprrd prepare-data)."),
+    data: Path = DATA,
     run_dir: Path = typer.Option(Path("runs/apr"), "--run-dir", help="Folder of this run."),
-    iters: int = ITERS,
+    iters: int = _iters(APRConfig.iters),
     batch_size: int = BATCH,
-    patch_size: int = PATCH,
+    patch_size: int = _patch(APRConfig.patch_size),
     lr: float = LR,
     seed: int = SEED,
     gamma: float = typer.Option(None, "--gamma", help="Weight of the APR regulariser (default: 4)."),
     stop_grad: bool = typer.Option(
         False, "--stop-grad", help="f(y) without gradients: ~30% cheaper, departs from the reference."
     ),
-    device: str = DEVICE,
+    device: str = TRAIN_DEVICE,
     workers: int = WORKERS,
     save_every: int = SAVE_EVERY,
     stop_at: int = STOP_AT,
@@ -128,14 +173,14 @@ def distill_cmd(
         show_default=False,
     ),
     student: str = typer.Option(None, "--student", help="Student network: 1.00M or 1.02M (default: 1.00M)."),
-    data: Path = typer.Option(Path("prepared"), "--data", help="Prepared store (aprrd prepare-data)."),
+    data: Path = DATA,
     run_dir: Path = typer.Option(Path("runs/rd"), "--run-dir", help="Folder of this run."),
-    iters: int = ITERS,
+    iters: int = _iters(RDConfig.iters),
     batch_size: int = BATCH,
-    patch_size: int = PATCH,
+    patch_size: int = _patch(RDConfig.patch_size),
     lr: float = LR,
     seed: int = SEED,
-    device: str = DEVICE,
+    device: str = TRAIN_DEVICE,
     workers: int = WORKERS,
     save_every: int = SAVE_EVERY,
     stop_at: int = STOP_AT,

@@ -86,6 +86,13 @@ def _check_or_record_parameters(dir: Path, seed: int, cam: CameraNoise) -> None:
 
     params = {"seed": seed, "camera": json.loads(json.dumps(asdict(cam)))}
     record = dir / "demo.json"
+    if not record.exists() and dir.is_dir() and any(dir.iterdir()):
+        raise AprrdError(
+            f"{dir} is not empty and holds no demo set (no {record.name}); give --demo a new or empty folder, "
+            "so that no file of yours is overwritten or mixed into the demo set"
+        )
+    if dir.exists() and not dir.is_dir():
+        raise AprrdError(f"{dir} is a file; give --demo a new or empty folder")
     if record.exists():
         try:
             old = json.loads(record.read_text())

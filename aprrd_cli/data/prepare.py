@@ -74,23 +74,24 @@ def discover(root: Path, out: Path, parts: list[str] | None = None) -> list[Part
 def load_train_image(path: Path) -> tuple[np.ndarray, str]:
     """An image as ``H x W x 3`` uint8/uint16, and a note on any conversion."""
     arr, info = read_image(path)
-    note = ""
-    if arr.shape[2] in (1, 2):
-        raise InputError(f"{path}: greyscale image; expected an RGB photo (8 or 16 bits)")
-    if arr.shape[2] == 4:
-        arr, note = arr[:, :, :3], "alpha dropped"
+    notes = []
+    if arr.shape[2] in (2, 4):
+        arr, notes = arr[:, :, :-1], ["alpha dropped"]
+    if arr.shape[2] == 1:  # as denoise does: a grey photo goes through the networks as RGB
+        arr = np.repeat(arr, 3, axis=2)
+        notes.append("grey stored as RGB")
     if min(arr.shape[:2]) < MIN_TRAIN_SIDE:  # prepared anyway (the store is not only for training), but said
         warn(
             f"{path}: {arr.shape[1]}x{arr.shape[0]} pixels is smaller than the {MIN_TRAIN_SIDE}-pixel minimum patch; "
-            "train-apr and distill will refuse this store until the image is removed from ROOT"
+            "train-apr and distill will leave it out"
         )
     if arr.dtype == np.float32:
         f, clipped = to_float(arr, path)
         if clipped:  # a float export with overshoots: say so rather than change the data silently
             warn(f"{path}: {clipped} values outside [0, 1] were clipped")
         arr = from_float(f, "uint16")
-        note = "float stored as 16-bit" + (f", {clipped} values clipped to [0, 1]" if clipped else "")
-    return np.ascontiguousarray(arr), note
+        notes.append("float stored as 16-bit" + (f", {clipped} values clipped to [0, 1]" if clipped else ""))
+    return np.ascontiguousarray(arr), "; ".join(notes)
 
 
 def _check_space(out: Path, nbytes: int) -> None:
@@ -155,7 +156,7 @@ def prepare_train(
         try:
             arr, note = load_train_image(src)
         except InputError as e:
-            result.skip(src, f"{e}; expected an 8/16-bit RGB PNG, TIFF or JPEG")
+            result.skip(src, str(e))  # the message says what is wrong and what was expected
             if old is not None:  # the source changed and is now bad: its old array is stale
                 _remove_entry(out, entries, key)
             advance()
@@ -165,6 +166,7 @@ def prepare_train(
         save_npy(inside(out, rel), arr)
         entries[key] = {
             "name": name,
+            "root": str(where),
             "file": rel,
             "shape": list(arr.shape),
             "dtype": arr.dtype.name,
@@ -180,6 +182,25 @@ def prepare_train(
         if where in Path(key).parents:
             _remove_entry(out, entries, key)
             result.removed += 1
+
+
+def _forget_gone_sources(out: Path, entries: dict[str, dict[str, Any]], root: Path) -> None:
+    """Drop training images whose source file is gone, whatever root they came from, and say when
+    the store still holds images of other roots: training reads every image of the store."""
+    gone = [k for k in entries if not Path(k).is_file()]
+    for key in gone:
+        _remove_entry(out, entries, key)
+    if gone:
+        warn(f"removed {len(gone)} training image(s) of earlier runs whose source file no longer exists")
+    here = root.resolve()
+    others = [e for k, e in entries.items() if here not in Path(k).parents]
+    if others:
+        roots = sorted({e.get("root") or str(Path(e["source"]).parent) for e in others})
+        shown = ", ".join(roots[:2]) + (f" and {len(roots) - 2} more" if len(roots) > 2 else "")
+        warn(
+            f"{out} also holds {len(others)} training image(s) prepared earlier from {shown}; train-apr and distill "
+            f"train on them too (prepare into a new --out to train on this ROOT alone)"
+        )
 
 
 def _eval_summary(out: Path) -> dict[str, Any]:
@@ -237,6 +258,7 @@ def prepare(
                 elif part.key == "dnd":
                     dnd.prepare(part, out, result)
                 advance(part.key)
+            _forget_gone_sources(out, entries, root)
         finally:  # also on Ctrl-C: what is finished is recorded and never redone
             index["train"] = sorted(unkeyed + list(entries.values()), key=lambda e: e["name"])
             index["eval"] = _eval_summary(out)

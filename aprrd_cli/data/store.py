@@ -31,6 +31,12 @@ from aprrd_cli.fsutil import atomic_path, atomic_write_text
 INDEX_VERSION = 1
 INDEX_NAME = "index.json"
 EVAL_SETS = ("sidd-val", "sidd-bench", "dnd")
+# the files prepare-data needs under ROOT for each evaluation set (data/sidd.py, data/dnd.py)
+EVAL_SOURCES = {
+    "sidd-val": "SIDD_Validation_sRGB/ValidationNoisyBlocksSrgb.mat and ValidationGtBlocksSrgb.mat",
+    "sidd-bench": "SIDD_Benchmark_sRGB/BenchmarkNoisyBlocksSrgb.mat",
+    "dnd": "dnd_2017/info.mat and dnd_2017/images_srgb/0001.mat ... 0050.mat",
+}
 TRAIN_DIR = "train"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -131,7 +137,10 @@ def open_eval_set(prep_dir: Path, name: str) -> EvalSet:
         raise AprrdError(f"unknown evaluation set {name!r}; choose one of {', '.join(EVAL_SETS)}", exit_code=2)
     folder = prep_dir / name
     if not (folder / "noisy.npy").exists() or not (folder / "meta.json").exists():
-        raise AprrdError(f"{prep_dir} holds no prepared {name} set; {_prepare_hint(prep_dir)}")
+        raise AprrdError(
+            f"{prep_dir} holds no prepared {name} set; {_prepare_hint(prep_dir)}, "
+            f"with ROOT holding {EVAL_SOURCES[name]}"
+        )
     try:
         meta = json.loads((folder / "meta.json").read_text())
     except (OSError, ValueError) as e:

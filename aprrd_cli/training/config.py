@@ -140,4 +140,17 @@ class RunOptions:
     show_progress: bool = True
 
     def to_dict(self) -> dict:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        """JSON-ready, with the data and a --val folder as absolute paths: a ``--resume`` from another
+        folder takes them from the run."""
+        d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        d["data"] = str(Path(self.data).resolve())
+        if self.val is not None and self.val != "sidd-val":
+            d["val"] = str(Path(self.val).resolve())
+        return d
+
+
+# Run options a --resume takes from the run when they are not given again; the others
+# (--run-dir, --resume, --stop-at) belong to the command at hand.
+INHERITED_OPTIONS = (
+    "data", "device", "precision", "compile", "workers", "threads", "save_every", "val", "val_every", "log_every",
+)  # fmt: skip

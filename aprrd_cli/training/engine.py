@@ -25,7 +25,7 @@ import torch.distributed as dist
 from rich.progress import TextColumn
 from torch import nn
 
-from aprrd_cli.console import console, progress, warn
+from aprrd_cli.console import console, duration, progress, warn
 from aprrd_cli.device import autocast, is_main
 from aprrd_cli.errors import AprrdError
 from aprrd_cli.fsutil import remove_partials
@@ -144,10 +144,16 @@ def _mean_across_ranks(x: torch.Tensor, world: int) -> torch.Tensor:
     return x
 
 
-def _fmt_time(s: float) -> str:
-    h, rem = divmod(int(s), 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s" if m else f"{s:.1f}s"
+def nan_advice(precision: str, saved_at: int, ckpt: Path, lr: float) -> str:
+    """What is kept and what to try after a NaN, offering only what is possible: no --resume
+    without a checkpoint, no fp32 when the run already was."""
+    lower = f"a lower --lr (e.g. {lr / 3:.1e})"
+    if not saved_at:
+        other = f"{lower} or --precision fp32" if precision != "fp32" else lower
+        return f"no checkpoint had been written yet; start again with {other}"
+    fixes = ["continue from it with --resume --precision fp32"] if precision != "fp32" else []
+    fixes.append(f"start a new --run-dir with {lower}")
+    return f"the last good checkpoint {ckpt} (iteration {saved_at}) is kept; {', or '.join(fixes)}"
 
 
 def check_resume(saved: dict, cfg: TrainConfig, identity: dict, run_dir: Path) -> None:
@@ -286,6 +292,7 @@ def train(
                 "rng": capture_rng(stage.generators),
                 "elapsed": elapsed,
                 "world_size": world,
+                "options": opts.to_dict(),
             },
         )
 
@@ -296,6 +303,9 @@ def train(
 
     t0 = time.perf_counter()
     done, saved_at = start, start
+    # the stage generators' state after iteration ``done``: an interruption in the middle of the next
+    # step has already drawn from them, and the checkpoint must hold the state that step will redraw
+    drawn_to_done = {k: g.get_state() for k, g in stage.generators.items()}
     window: list[float] = []
     last_loss: float | None = None
     last_val: dict | None = None
@@ -308,11 +318,8 @@ def train(
             loss = stage.loss(net, y, share)
         value = _mean_across_ranks(loss.detach().float(), world).item()
         if not math.isfinite(value):
-            kept = f"the last good checkpoint {ckpt} (iteration {saved_at}) is kept" if saved_at else "no checkpoint"
-            raise NonFiniteLoss(
-                f"the loss became {value} at iteration {it + 1}; stopped, {kept}; "
-                "try --resume with --precision fp32, or a new --run-dir with a lower --lr"
-            )
+            advice = nan_advice(precision, saved_at, ckpt, cfg.lr)
+            raise NonFiniteLoss(f"the loss became {value} at iteration {it + 1}; stopped: {advice}")
         (scaler.scale(loss) if scaler else loss).backward()
         return value
 
@@ -349,7 +356,7 @@ def train(
                 else:
                     value = step(y, it)
                 first_step = False
-                with hold_signals():
+                with hold_signals():  # the update and its records: all of a step or none of it
                     if scaler is not None:
                         scaler.step(opt)
                         scaler.update()
@@ -357,13 +364,14 @@ def train(
                         opt.step()
                     sched.step()
                     done = it + 1
-                window.append(value)
-                last_loss = value
-                elapsed = elapsed_before + time.perf_counter() - t0
-                if main:
-                    if done % log_every == 0 or done == stop:
+                    drawn_to_done = {k: g.get_state() for k, g in stage.generators.items()}
+                    window.append(value)
+                    last_loss = value
+                    elapsed = elapsed_before + time.perf_counter() - t0
+                    if main and (done % log_every == 0 or done == stop):
                         log.add({"iteration": done, "loss": sum(window) / len(window), "lr": lr, "seconds": elapsed})
                         window = []
+                if main:
                     if task is not None:
                         bar.update(task, completed=done, loss=f"{value:.4f}", lr=f"{lr:.2e}")
                 if (
@@ -385,6 +393,8 @@ def train(
                     save(done, elapsed)
                     saved_at = done
     except KeyboardInterrupt:
+        for k, g in stage.generators.items():  # undo the draws of the step that did not finish
+            g.set_state(drawn_to_done[k])
         if done > saved_at:
             save(done, elapsed_before + time.perf_counter() - t0)
             saved_at = done
@@ -409,7 +419,7 @@ def _summary(stage, cfg, start, done, seconds, this_run, log, ckpt, output, val)
     rate = (done - start) / this_run if this_run > 0 else 0.0
     rec = log.last("loss") if log else None
     parts = [
-        f"{stage.title}: {done - start} iterations in {_fmt_time(this_run)} ({rate:.2f} it/s)",
+        f"{stage.title}: {done - start} iterations in {duration(this_run)} ({rate:.2f} it/s)",
         f"at {done} of {cfg.iters}",
     ]
     if rec:
@@ -418,6 +428,6 @@ def _summary(stage, cfg, start, done, seconds, this_run, log, ckpt, output, val)
         parts.append(f"validation PSNR {val['psnr']:.2f} dB / SSIM {val['ssim']:.4f}")
     console.print(", ".join(parts))
     if output is not None:
-        console.print(f"finished in {_fmt_time(seconds)} of training; result -> {output}")
+        console.print(f"finished in {duration(seconds)} of training; result -> {output}")
     else:
         console.print(f"stopped at iteration {done} (--stop-at); checkpoint {ckpt}; continue with --resume")

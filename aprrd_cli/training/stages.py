@@ -66,6 +66,19 @@ def saved_config(run_dir: Path) -> dict | None:
     return None if raw is None else dict(raw["training"]["config"])
 
 
+def saved_options(run_dir: Path) -> dict:
+    """The run options the checkpoint's run last ran with (to fill options on --resume); from
+    ``config.json`` for checkpoints written before the checkpoint held them."""
+    raw = read_state(Path(run_dir))
+    if raw is None:
+        return {}
+    options = raw["training"].get("options")
+    if not isinstance(options, dict):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            options = json.loads((Path(run_dir) / "config.json").read_text()).get("options")
+    return dict(options) if isinstance(options, dict) else {}
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: Path, what: str, main: bool) -> Iterator[None]:
     """One run per folder: rank 0 holds ``RUN/.aprrd.lock`` for the whole run; a second run is
@@ -122,7 +135,7 @@ def make_validator(val: str, prep: Path, device: torch.device) -> Callable[[nn.M
         es = open_eval_set(prep, "sidd-val")
         pairs = [(f"{i:02d}_00", es.noisy[i, 0], es.gt[i, 0]) for i in range(es.noisy.shape[0])]
     else:
-        pairs = load_pairs(Path(val))
+        pairs = load_pairs(Path(val), option="--val")
 
     def validate(model: nn.Module) -> dict:
         with torch.no_grad():
@@ -231,8 +244,13 @@ def distill(cfg: RDConfig, opts: RunOptions) -> TrainResult:
     """Distil the student from the frozen teacher with L_RD; writes ``RUN/student.pth``."""
     if cfg.student not in STUDENTS:
         raise AprrdError(f"unknown student {cfg.student!r}; choose {' or '.join(STUDENTS)}", exit_code=2)
+    if not Path(cfg.teacher).exists():
+        raise AprrdError(
+            f"no teacher at {cfg.teacher}; run aprrd train-apr first (it writes RUN/teacher.pth, runs/apr/teacher.pth "
+            "by default), or pass --teacher PATH"
+        )
     teacher, digest = load_teacher(Path(cfg.teacher))
     return _run(cfg, opts, lambda device, store: rd_stage(cfg, device, opts, teacher, digest, data_digest(store)))
 
 
-__all__ = ["apr_stage", "distill", "load_teacher", "rd_stage", "saved_config", "train_apr"]
+__all__ = ["apr_stage", "distill", "load_teacher", "rd_stage", "saved_config", "saved_options", "train_apr"]
