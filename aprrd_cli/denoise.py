@@ -12,6 +12,7 @@ import torch
 
 from aprrd_cli.console import warn
 from aprrd_cli.data.images import (
+    JPEG_QUALITY,
     ImageInfo,
     check_writable,
     format_for,
@@ -27,6 +28,8 @@ from aprrd_cli.models.zoo import NAMED, describe_named, fetch, is_named
 
 DEFAULT_MODEL = Path("runs/rd/student.pth")
 BIT_DEPTHS = {8: "uint8", 16: "uint16"}
+# --format: the output suffix it gives (folder runs; a single OUTPUT's own suffix decides)
+FORMAT_SUFFIXES = {"png": ".png", "jpg": ".jpg", "tif": ".tif"}
 
 
 @dataclass
@@ -35,8 +38,23 @@ class Job:
     dst: Path
 
 
-def plan_jobs(inp: Path, out: Path) -> tuple[list[Job], bool]:
-    """The (input, output) pairs for a file or a folder; True when INPUT is a folder."""
+def _format_suffix(fmt: str | None) -> str | None:
+    if fmt is None:
+        return None
+    suffix = FORMAT_SUFFIXES.get(fmt.lower())
+    if suffix is None:
+        raise AprrdError(f"--format must be one of {', '.join(FORMAT_SUFFIXES)}, got {fmt!r}", exit_code=2)
+    return suffix
+
+
+def plan_jobs(inp: Path, out: Path, fmt: str | None = None) -> tuple[list[Job], bool]:
+    """The (input, output) pairs for a file or a folder; True when INPUT is a folder.
+
+    ``fmt`` (png, jpg, tif): in a folder run every output gets that suffix (by default each keeps
+    its input's). A single file's OUTPUT names its format by its suffix; ``fmt`` must then agree
+    (a usage error otherwise), or picks the suffix when OUTPUT is a folder.
+    """
+    suffix = _format_suffix(fmt)
     if not inp.exists():
         raise InputError(f"{inp}: no such file or folder")
     if inp.resolve() == out.resolve():
@@ -53,16 +71,35 @@ def plan_jobs(inp: Path, out: Path) -> tuple[list[Job], bool]:
             for name in sorted(files):
                 p = rootp / name
                 if is_image_path(p) and not name.startswith("."):
-                    jobs.append(Job(p, out / p.relative_to(inp)))
+                    dst = out / p.relative_to(inp)
+                    jobs.append(Job(p, dst if suffix is None else dst.with_suffix(suffix)))
         if not jobs:
             raise InputError(f"{inp} holds no PNG, TIFF or JPEG images")
+        _refuse_shared_outputs(jobs)
         return jobs, True
     if out.is_dir():
-        out = out / inp.name
+        out = out / (inp.name if suffix is None else inp.stem + suffix)
         if out.resolve() == inp.resolve():
             raise InputError(f"output {out} is the input itself; choose another output path")
+    elif suffix is not None and format_for(out) != format_for(Path("x" + suffix)):
+        raise AprrdError(
+            f"--format {fmt} disagrees with OUTPUT {out}: for one image the OUTPUT's suffix sets the format; "
+            f"name it {out.with_suffix(suffix).name} or leave out --format",
+            exit_code=2,
+        )
     format_for(out)
     return [Job(inp, out)], False
+
+
+def _refuse_shared_outputs(jobs: list[Job]) -> None:
+    """Two inputs that would write one output (a.png and a.jpg with --format tif): refuse before any work."""
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        first = seen.setdefault(job.dst, job.src)
+        if first != job.src:
+            raise InputError(
+                f"{first} and {job.src} would both be written to {job.dst}; rename one, or leave out --format"
+            )
 
 
 def target_dtype(info: ImageInfo, dst: Path, bit_depth: int | None) -> str:
@@ -116,12 +153,20 @@ def denoise_file(
     bit_depth: int | None = None,
     on_tile: Callable[[int, int], None] | None = None,
     image: tuple[np.ndarray, ImageInfo] | None = None,
+    quality: int = JPEG_QUALITY,
 ) -> float:
-    """Denoise one file atomically; returns its megapixels. ``image``: the file already read."""
+    """Denoise one file atomically; returns its megapixels. ``image``: the file already read.
+
+    The output carries the input's ICC profile and EXIF (orientation 1: the pixels are upright),
+    whatever the two formats; alpha going into a JPEG is left out with a warning.
+    """
     arr, info = image if image is not None else read_image(job.src)
     dtype = target_dtype(info, job.dst, bit_depth)
     out = denoise_array(denoiser, arr, info, dtype, str(job.src), on_tile)
-    write_image(job.dst, out)
+    if format_for(job.dst) == "jpeg" and out.shape[2] in (2, 4):
+        warn(f"{job.src}: JPEG output {job.dst} cannot hold transparency; alpha left out (use --format png/tif)")
+        out = out[:, :, :-1]
+    write_image(job.dst, out, icc_profile=info.icc_profile, exif=info.exif, quality=quality)
     return arr.shape[0] * arr.shape[1] / 1e6
 
 

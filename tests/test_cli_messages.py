@@ -95,3 +95,11 @@ def test_small_training_image_warning_says_it_is_left_out(cli, tmp_path):
     code, _, err = cli("prepare-data", tmp_path / "ph", "--out", tmp_path / "prep")
     assert code == 0
     assert "train-apr and distill will leave it out" in flat(err) and "refuse" not in err
+
+
+def test_a_float_image_on_another_scale_is_refused_before_the_model(cli, tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "f.tif", np.full((20, 20, 3), 200.0, np.float32), photometric="rgb")
+    code, _, err = cli("denoise", "-m", tmp_path / "no-model.pth", tmp_path / "f.tif", tmp_path / "o.tif")
+    assert code == 1 and "looks like a 0..255 export" in flat(err) and "no model" not in err

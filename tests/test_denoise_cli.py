@@ -224,7 +224,7 @@ def test_absent_device_is_a_clean_error(cli, tmp_path, small_model) -> None:
 def test_full_disk_leaves_nothing_half_written(cli, tmp_path, small_model, monkeypatch) -> None:
     import aprrd_cli.data.images as images
 
-    def no_space(tmp, arr):
+    def no_space(tmp, arr, chunks=b""):
         tmp.write_bytes(b"partial")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -245,11 +245,11 @@ def test_interrupt_keeps_finished_outputs_and_no_partial_file(cli, tmp_path, sma
     real = den.write_image
     calls = []
 
-    def write_then_interrupt(path, arr):
+    def write_then_interrupt(path, arr, **metadata):
         calls.append(path)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        real(path, arr)
+        real(path, arr, **metadata)
 
     monkeypatch.setattr(den, "write_image", write_then_interrupt)
     code, _, err = cli("denoise", "--model", small_model, src, tmp_path / "out")

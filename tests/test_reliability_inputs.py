@@ -237,11 +237,11 @@ def test_full_disk_stops_a_folder_run_and_keeps_what_was_written(cli, tmp_path, 
     real = images._write_png
     calls = []
 
-    def fill_up(tmp: Path, arr: np.ndarray) -> None:
+    def fill_up(tmp: Path, arr: np.ndarray, chunks: bytes = b"") -> None:
         calls.append(tmp)
         if len(calls) > 2:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real(tmp, arr)
+        real(tmp, arr, chunks)
 
     monkeypatch.setattr(images, "_write_png", fill_up)
     code, _, err = cli("denoise", tmp_path / "in", tmp_path / "out", "-m", small_model, "--device", "cpu")

@@ -9,8 +9,8 @@ import typer
 
 from aprrd_cli.cli import app
 from aprrd_cli.commands.options import DEVICE, PATCH_WINDOWS, THREADS, check_windows_options
-from aprrd_cli.console import console, progress
-from aprrd_cli.data.images import read_image
+from aprrd_cli.console import console, progress, warn
+from aprrd_cli.data.images import JPEG_QUALITY, format_for, read_image, to_float
 from aprrd_cli.denoise import MODEL_HELP, denoise_file, plan_jobs, resolve_model, target_dtype
 from aprrd_cli.device import describe, resolve_device, set_threads
 from aprrd_cli.errors import AprrdError, CheckpointError, OutputError
@@ -43,6 +43,22 @@ def denoise(
     bit_depth: int = typer.Option(
         None, "--bit-depth", help="8 or 16 bits per channel (default: as the input).", show_default=False
     ),
+    out_format: str = typer.Option(
+        None,
+        "--format",
+        metavar="png|jpg|tif",
+        help="Output format of a folder run (default: each output keeps its input's). For one image the "
+        "OUTPUT's suffix decides.",
+        show_default=False,
+    ),
+    quality: int = typer.Option(
+        None,
+        "--quality",
+        min=1,
+        max=100,
+        help=f"JPEG quality of JPEG outputs, 1-100 (default {JPEG_QUALITY}; colour is never subsampled).",
+        show_default=False,
+    ),
     threads: int = THREADS,
     skip_existing: bool = typer.Option(
         False,
@@ -55,7 +71,9 @@ def denoise(
     if bit_depth not in (None, 8, 16):
         raise AprrdError(f"--bit-depth must be 8 or 16, got {bit_depth}", exit_code=2)
     check_windows_options(patch_windows, tile)
-    jobs, is_folder = plan_jobs(input, output)
+    jobs, is_folder = plan_jobs(input, output, out_format)
+    if quality is not None and not any(format_for(j.dst) == "jpeg" for j in jobs):
+        warn("--quality applies to JPEG outputs only, and none of the outputs is a JPEG")
     kept = 0
     if skip_existing:
         todo = [j for j in jobs if not j.dst.is_file()]
@@ -70,6 +88,8 @@ def denoise(
     if not is_folder:
         first = read_image(jobs[0].src)
         target_dtype(first[1], jobs[0].dst, bit_depth)
+        if first[1].dtype == "float32":  # NaN, or a float image on another scale, refused before the model loads
+            to_float(first[0], jobs[0].src)
     dev = resolve_device(device)
     model_path, label = resolve_model(model)
     set_threads(threads)
@@ -91,7 +111,9 @@ def denoise(
             if is_folder:
                 bar.update(images, description=job.src.name[:30])
             try:
-                mp_total += denoise_file(den, job, bit_depth, on_tile, image=first)
+                mp_total += denoise_file(
+                    den, job, bit_depth, on_tile, image=first, quality=JPEG_QUALITY if quality is None else quality
+                )
             except (OutputError, CheckpointError) as e:  # a full disk, a broken model: every next image would fail too
                 if not is_folder:
                     raise

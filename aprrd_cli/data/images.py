@@ -6,24 +6,41 @@ CMYK), tifffile for TIFF. Declared dimensions are checked from the header before
 pixel is decoded, so a decompression bomb costs nothing.
 
 Arrays are ``H x W x C`` with C = 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA), in the
-file's own dtype: uint8, uint16 or float32.
+file's own dtype: uint8, uint16 or float32, turned as the file is displayed (its EXIF or TIFF
+orientation applied), so every reader (denoise, evaluate, prepare-data) sees the same pixels.
+
+A photo keeps what it is: the ICC profile and the EXIF block (orientation set to 1) are read
+into :class:`ImageInfo` and ``write_image`` writes them into JPEG, PNG and TIFF outputs alike.
+Whatever cannot be kept (frames after the first, alpha in a JPEG, EXIF a format cannot hold)
+is said in a warning naming the file, never dropped silently.
 """
 
 from __future__ import annotations
 
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from aprrd_cli.console import warn
+from aprrd_cli.data import exif as exifmod
 from aprrd_cli.errors import InputError
 from aprrd_cli.fsutil import atomic_path
 
 IMAGE_SUFFIXES = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".jpg": "jpeg", ".jpeg": "jpeg"}
 MAX_PIXELS = 250_000_000  # larger declared sizes are refused as likely decompression bombs
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_QUALITY = 95
+EXIF_PREFIX = b"Exif\x00\x00"  # what precedes the TIFF structure in a JPEG APP1 segment
+JPEG_MAX_EXIF = 65533 - len(EXIF_PREFIX)  # one APP1 segment
+# Float images must lie in [0, 1]. Small overshoots (rounding, a few highlights) are clipped with a
+# warning; when at least FLOAT_REFUSE_FRACTION of the values lie outside FLOAT_REFUSE_RANGE the
+# file was exported on another scale (0..255, 0..65535, -1..1) and is refused instead.
+FLOAT_REFUSE_RANGE = (-0.5, 1.5)
+FLOAT_REFUSE_FRACTION = 0.01
 
 
 @dataclass(frozen=True)
@@ -33,6 +50,9 @@ class ImageInfo:
     format: str  # png | tiff | jpeg
     dtype: str  # uint8 | uint16 | float32
     channels: int  # 1, 2, 3 or 4
+    icc_profile: bytes | None = None  # the colour profile, as stored
+    exif: bytes | None = None  # TIFF-structured EXIF (no "Exif\0\0" prefix), orientation 1, no thumbnail
+    orientation: int = 1  # the EXIF/TIFF orientation that was applied on reading (1 = none)
 
     @property
     def bit_depth(self) -> int:
@@ -63,8 +83,22 @@ def _check_dims(path: Path, width: int, height: int, max_pixels: int) -> None:
         )
 
 
+@dataclass
+class _Meta:
+    """What a decoder found besides the pixels."""
+
+    icc: bytes | None = None
+    exif: bytes | None = None  # TIFF-structured, as stored
+    orientation: int | None = None  # from a TIFF tag; None: take it from ``exif``
+    frames: int = 1  # full-resolution frames or pages in the file; only the first is read
+
+
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, ImageInfo]:
-    """Decode an image file into ``H x W x C`` (its own dtype) and what it was."""
+    """Decode an image file into ``H x W x C`` (its own dtype), turned upright, and what it was.
+
+    Warns (naming the file) about frames or pages after the first, which are not read, and
+    about metadata that is damaged or cannot travel with RGB pixels (a CMYK profile).
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -85,11 +119,12 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarr
             width, height = struct.unpack(">II", head[16:24])
             _check_dims(path, width, height, max_pixels)
         if fmt == "tiff":
-            arr = _read_tiff(path, max_pixels)
+            arr, meta = _read_tiff(path, max_pixels)
         elif fmt == "png" and _png_is_16bit_colour(head):
             arr = _read_png16_colour(path, head, max_pixels)
+            meta = _png_meta(path)
         else:
-            arr = _read_pillow(path, max_pixels)
+            arr, meta = _read_pillow(path, max_pixels)
     except InputError:
         raise
     except MemoryError as e:
@@ -105,7 +140,88 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarr
         raise InputError(f"{path}: pixel type {arr.dtype} is not supported; use 8/16-bit integer or float")
     if arr.shape[2] > 4:
         raise InputError(f"{path}: {arr.shape[2]} channels; expected grey, grey+alpha, RGB or RGBA")
-    return np.ascontiguousarray(arr), ImageInfo(fmt, arr.dtype.name, arr.shape[2])
+    if meta.frames > 1:
+        what = "pages" if fmt == "tiff" else "frames"
+        warn(f"{path}: holds {meta.frames} {what}; only the first is read, the other {meta.frames - 1} are left out")
+    orientation, exif = _upright_exif(path, meta, arr.shape)
+    arr = orient(arr, orientation)
+    info = ImageInfo(fmt, arr.dtype.name, arr.shape[2], _usable_icc(path, meta.icc), exif, orientation)
+    return np.ascontiguousarray(arr), info
+
+
+# numpy views that turn a stored image into the displayed one, per EXIF/TIFF orientation 1-8
+# (2: mirrored, 3: upside down, 4: mirrored upside down, 5: transposed, 6: stored turned 90 degrees
+# anticlockwise, so shown turned clockwise, 7: transversed, 8: shown turned anticlockwise)
+_ORIENT = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: a.transpose(1, 0, 2)[:, ::-1],
+    7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+    8: lambda a: a.transpose(1, 0, 2)[::-1],
+}
+
+
+def orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """``H x W x C`` as displayed for an EXIF/TIFF orientation (1-8; other values: as stored)."""
+    return _ORIENT.get(orientation, _ORIENT[1])(arr)
+
+
+def _upright_exif(path: Path, meta: _Meta, shape: tuple[int, ...]) -> tuple[int, bytes | None]:
+    """The orientation to apply and the EXIF to carry (orientation 1, displayed size, no thumbnail).
+
+    A damaged EXIF block is reported and dropped: its orientation cannot be trusted either.
+    """
+    tagged = meta.orientation if meta.orientation in _ORIENT else 1  # a TIFF's own tag, when it has one
+    if meta.exif is None:
+        return tagged, None
+    try:
+        orientation = exifmod.orientation(meta.exif) if meta.orientation is None else tagged
+        h, w = shape[:2] if orientation <= 4 else shape[1::-1]
+        return orientation, exifmod.normalise(meta.exif, w, h)
+    except (exifmod.ExifError, struct.error) as e:
+        warn(f"{path}: EXIF data is damaged ({e}); its orientation and camera data are ignored")
+        return tagged, None
+
+
+def _usable_icc(path: Path, icc: bytes | None) -> bytes | None:
+    """The ICC profile, if it can describe the decoded pixels (RGB or grey).
+
+    CMYK images are decoded to RGB, so their CMYK profile no longer applies; it is dropped, said.
+    """
+    if not icc:
+        return None
+    space = icc[16:20] if len(icc) >= 128 else b""
+    if space in (b"RGB ", b"GRAY"):
+        return icc
+    if not space:
+        warn(f"{path}: its ICC profile is damaged ({len(icc)} bytes); outputs get none")
+    else:
+        name = space.decode("latin-1").strip()
+        warn(f"{path}: its {name} ICC profile does not describe the RGB pixels it is converted to; outputs get none")
+    return None
+
+
+def _png_meta(path: Path, im=None) -> _Meta:
+    """A PNG's iCCP and eXIf chunks and frame count, read by Pillow without decoding pixels."""
+    if im is None:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return _png_meta(path, im)
+    return _Meta(
+        icc=im.info.get("icc_profile") or None,
+        exif=_strip_exif_prefix(im.info.get("exif")),
+        frames=int(getattr(im, "n_frames", 1)),
+    )
+
+
+def _strip_exif_prefix(exif: bytes | None) -> bytes | None:
+    if not exif:
+        return None
+    return exif[len(EXIF_PREFIX) :] if exif.startswith(EXIF_PREFIX) else exif
 
 
 def _quiet_cv2():
@@ -138,12 +254,13 @@ def _read_png16_colour(path: Path, head: bytes, max_pixels: int) -> np.ndarray:
     return arr[:, :, [2, 1, 0]] if arr.shape[2] == 3 else arr[:, :, [2, 1, 0, 3]]
 
 
-def _read_pillow(path: Path, max_pixels: int) -> np.ndarray:
+def _read_pillow(path: Path, max_pixels: int) -> tuple[np.ndarray, _Meta]:
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own guard then fires only at twice our limit
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.filterwarnings("ignore", message="Corrupt EXIF data")  # reported by _upright_exif, once
         try:
             im = Image.open(path)
         except Image.DecompressionBombError as e:
@@ -153,35 +270,46 @@ def _read_pillow(path: Path, max_pixels: int) -> np.ndarray:
         with im:
             _check_dims(path, im.width, im.height, max_pixels)
             im.load()  # decodes fully; raises on truncated data
-            mode = im.mode
-            if mode == "P" or mode == "PA":
-                im = im.convert("RGBA" if ("transparency" in im.info or mode == "PA") else "RGB")
-            elif mode == "CMYK":
-                im = im.convert("RGB")
-            elif mode == "1":
-                im = im.convert("L")
-            elif mode in ("I;16", "I;16B", "I;16L"):
-                return np.asarray(im, dtype=np.uint16)
-            elif mode == "I":
-                a = np.asarray(im)
-                if a.min() < 0 or a.max() > 65535:
-                    raise InputError(f"{path}: 32-bit integer pixels out of the 16-bit range")
-                return a.astype(np.uint16)
-            elif mode == "F":
-                return np.asarray(im, dtype=np.float32)
-            elif mode in ("RGBX", "YCbCr", "LAB", "HSV"):
-                im = im.convert("RGB")
-            elif mode not in ("L", "LA", "RGB", "RGBA"):
-                im = im.convert("RGBA" if "A" in mode else "RGB")
-            return np.asarray(im)
+            if im.format == "PNG":
+                meta = _png_meta(path, im)
+            else:  # JPEG (MPO's extra pictures are previews, not frames), or a TIFF handed over
+                meta = _Meta(icc=im.info.get("icc_profile") or None, exif=_strip_exif_prefix(im.info.get("exif")))
+            return _pillow_pixels(path, im), meta
 
 
-def _read_tiff(path: Path, max_pixels: int) -> np.ndarray:
+def _pillow_pixels(path: Path, im) -> np.ndarray:
+    """Pillow's decoded modes as grey, grey+alpha, RGB or RGBA at 8/16 bits, or float."""
+    mode = im.mode
+    if mode == "P" or mode == "PA":
+        im = im.convert("RGBA" if ("transparency" in im.info or mode == "PA") else "RGB")
+    elif mode == "CMYK":
+        im = im.convert("RGB")
+    elif mode == "1":
+        im = im.convert("L")
+    elif mode in ("I;16", "I;16B", "I;16L"):
+        return np.asarray(im, dtype=np.uint16)
+    elif mode == "I":
+        a = np.asarray(im)
+        if a.min() < 0 or a.max() > 65535:
+            raise InputError(f"{path}: 32-bit integer pixels out of the 16-bit range")
+        return a.astype(np.uint16)
+    elif mode == "F":
+        return np.asarray(im, dtype=np.float32)
+    elif mode in ("RGBX", "YCbCr", "LAB", "HSV"):
+        im = im.convert("RGB")
+    elif mode not in ("L", "LA", "RGB", "RGBA"):
+        im = im.convert("RGBA" if "A" in mode else "RGB")
+    return np.asarray(im)
+
+
+def _read_tiff(path: Path, max_pixels: int) -> tuple[np.ndarray, _Meta]:
     """The first page of a TIFF, in RGB or grey whatever its photometric interpretation.
 
     tifffile returns samples as stored: palette indices, CMYK inks, inverted grey. Those are
     converted here (a CMYK file must not pass for RGB + alpha). Compressions tifffile cannot
-    decode without optional codecs (JPEG-in-TIFF) are handed to Pillow.
+    decode without optional codecs (JPEG-in-TIFF) are handed to Pillow. The metadata (ICC,
+    Orientation, photo tags and the Exif/GPS IFDs, the number of full-resolution pages) is
+    read from the TIFF structure itself.
     """
     import logging
 
@@ -200,17 +328,44 @@ def _read_tiff(path: Path, max_pixels: int) -> np.ndarray:
         _check_dims(path, w, h, max_pixels)
         photometric = int(page.photometric)
         colormap = page.colormap if photometric == PHOTOMETRIC_PALETTE else None
+        meta = _tiff_meta(path, tf, page)
         try:
             arr = page.asarray()
         except ValueError as e:
             if "requires" not in str(e):  # a codec tifffile lacks: Pillow may have it
                 raise
-            return _read_pillow(path, max_pixels)
+            return _read_pillow(path, max_pixels)[0], meta
     if arr.ndim == 3 and arr.shape[0] in (1, 2, 3, 4) and arr.shape[2] not in (1, 2, 3, 4):
         arr = np.moveaxis(arr, 0, 2)
     if arr.ndim not in (2, 3):
         raise InputError(f"{path}: TIFF layout {arr.shape} is not a single 2-D image")
-    return _tiff_to_rgb(path, arr, photometric, colormap)
+    return _tiff_to_rgb(path, arr, photometric, colormap), meta
+
+
+def _tiff_meta(path: Path, tf, page) -> _Meta:
+    """ICC, orientation, EXIF and the count of full-resolution pages of an open TIFF.
+
+    Pages flagged as reduced-resolution (NewSubfileType bit 0: previews, thumbnails) are not frames.
+    """
+    frames = 1
+    if len(tf.pages) > 1:
+        frames = sum(1 for p in tf.pages if not (int(getattr(p, "subfiletype", 0) or 0) & 1))
+    tag = page.tags.get(274)
+    orientation = int(tag.value) if tag is not None and isinstance(tag.value, int) else 1
+    meta = _Meta(icc=page.iccprofile or None, orientation=orientation, frames=max(frames, 1))
+    if tf.is_bigtiff:
+        if any(code in page.tags for code in (271, 272, 306, exifmod.EXIF_IFD, exifmod.GPS_IFD)):
+            warn(f"{path}: EXIF data in a BigTIFF is not read; outputs do not carry it")
+        return meta
+    try:
+        with open(path, "rb") as f:
+            meta.exif, problems = exifmod.from_tiff(f)
+    except (exifmod.ExifError, struct.error) as e:
+        warn(f"{path}: EXIF data is damaged ({e}); outputs do not carry it")
+        return meta
+    if problems:
+        warn(f"{path}: damaged EXIF entries left out: {'; '.join(problems[:3])}")
+    return meta
 
 
 PHOTOMETRIC_MINISWHITE, PHOTOMETRIC_MINISBLACK, PHOTOMETRIC_RGB, PHOTOMETRIC_PALETTE = 0, 1, 2, 3
@@ -261,8 +416,10 @@ def _tiff_to_rgb(path: Path, arr: np.ndarray, photometric: int, colormap: np.nda
 def to_float(arr: np.ndarray, path: str | Path = "image") -> tuple[np.ndarray, int]:
     """Scale to float32 in [0, 1]; returns the array and how many values were clipped.
 
-    NaN or infinite values are an error (they would spread through the network);
-    finite values outside [0, 1] (float files only) are clipped and counted.
+    NaN or infinite values are an error (they would spread through the network). Finite
+    values outside [0, 1] (float files only) are clipped and counted, unless at least 1% of
+    them lie outside [-0.5, 1.5]: then the file is on another scale (a 0..255 or 0..65535
+    export) and clipping would wash it out, so it is refused with what was found.
     """
     if arr.dtype == np.uint8:
         return arr.astype(np.float32) / 255.0, 0
@@ -272,10 +429,35 @@ def to_float(arr: np.ndarray, path: str | Path = "image") -> tuple[np.ndarray, i
     bad = ~np.isfinite(a)
     if bad.any():
         raise InputError(f"{path}: {int(bad.sum())} pixel values are NaN or infinite; fix or re-export the image")
+    lo, hi = FLOAT_REFUSE_RANGE
+    far = int(np.count_nonzero((a < lo) | (a > hi)))
+    if far and far >= FLOAT_REFUSE_FRACTION * a.size:
+        raise InputError(_wrong_scale_message(a, far, path))
     clipped = int(np.count_nonzero((a < 0) | (a > 1)))
     if clipped:
         np.clip(a, 0.0, 1.0, out=a)
     return a, clipped
+
+
+def _wrong_scale_message(a: np.ndarray, far: int, path: str | Path) -> str:
+    """What a float image on the wrong scale holds, and what to do about it, on one line."""
+    lo, hi = FLOAT_REFUSE_RANGE
+    high = int(np.count_nonzero(a > hi)) >= far / 2
+    if high:
+        top = float(a.max())
+        found = f"values up to {top:.4g} (99th percentile {float(np.percentile(a, 99)):.4g})"
+        scale = ""
+        if 100 < top <= 255.5:
+            scale = " (looks like a 0..255 export)"
+        elif 1000 < top <= 65535.5:
+            scale = " (looks like a 0..65535 export)"
+    else:
+        found = f"values down to {float(a.min()):.4g} (1st percentile {float(np.percentile(a, 1)):.4g})"
+        scale = ""
+    return (
+        f"{path}: float {found}{scale}, {100 * far / a.size:.0f}% of them outside [{lo}, {hi}], but float images "
+        "must lie in [0, 1]; re-export it as [0, 1] float or as 8/16-bit"
+    )
 
 
 def from_float(img: np.ndarray, dtype: str) -> np.ndarray:
@@ -304,63 +486,151 @@ def check_writable(path: Path, dtype: str) -> None:
         raise InputError(f"{path}: JPEG holds only 8 bits; use --bit-depth 8 or a .png/.tif output")
 
 
-def write_image(path: str | Path, arr: np.ndarray) -> None:
-    """Atomically write ``H x W x C`` (C = 1..4) in the format the suffix names."""
+def write_image(
+    path: str | Path,
+    arr: np.ndarray,
+    *,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+    quality: int = JPEG_QUALITY,
+) -> None:
+    """Atomically write ``H x W x C`` (C = 1..4) in the format the suffix names.
+
+    ``icc_profile`` and ``exif`` (TIFF-structured, as in :class:`ImageInfo`) are written where
+    the format holds them: JPEG APP2/APP1, PNG iCCP/eXIf, TIFF ICC tag and IFD0 + Exif/GPS IFDs.
+    What cannot go in (alpha or over-long EXIF in a JPEG, EXIF in a BigTIFF) is warned about.
+    ``quality``: JPEG quality, 1-100 (chroma is never subsampled).
+    """
     path = Path(path)
     check_writable(path, arr.dtype.name)
     fmt = format_for(path)
+    if not 1 <= quality <= 100:
+        raise InputError(f"JPEG quality must be 1-100, got {quality}")
     if arr.ndim == 2:
         arr = arr[:, :, None]
     with atomic_path(path) as tmp:
         if fmt == "tiff":
-            import tifffile
-
-            photometric = "rgb" if arr.shape[2] >= 3 else "minisblack"
-            extras = ["unassalpha"] if arr.shape[2] in (2, 4) else None
-            data = arr[:, :, 0] if arr.shape[2] == 1 else arr
-            tifffile.imwrite(tmp, data, photometric=photometric, extrasamples=extras, compression="zlib")
+            _write_tiff(path, tmp, arr, icc_profile, exif)
         elif fmt == "jpeg":
-            from PIL import Image
-
-            rgb = arr[:, :, :3] if arr.shape[2] >= 3 else arr[:, :, 0]
-            Image.fromarray(np.ascontiguousarray(rgb)).save(tmp, format="JPEG", quality=95, subsampling=0)
+            _write_jpeg(path, tmp, arr, icc_profile, exif, quality)
         else:
-            _write_png(tmp, arr)
+            _write_png(tmp, arr, _png_metadata_chunks(icc_profile, exif))
 
 
-def _write_png(tmp: Path, arr: np.ndarray) -> None:
-    cv2 = _quiet_cv2()
+def _write_tiff(path: Path, tmp: Path, arr: np.ndarray, icc: bytes | None, exif: bytes | None) -> None:
+    """tifffile writes the pixels and the ICC tag; the EXIF is merged into IFD0 afterwards.
 
+    The file is written in the EXIF block's byte order, so the block's values are copied as they are.
+    """
+    import tifffile
+
+    endian = None
+    if exif:
+        try:
+            endian = exifmod.parse(exif)[0]
+        except (exifmod.ExifError, struct.error) as e:
+            warn(f"{path}: EXIF data is damaged ({e}); not written")
+            exif = None
+    photometric = "rgb" if arr.shape[2] >= 3 else "minisblack"
+    extras = ["unassalpha"] if arr.shape[2] in (2, 4) else None
+    data = arr[:, :, 0] if arr.shape[2] == 1 else arr
+    tifffile.imwrite(
+        tmp,
+        data,
+        photometric=photometric,
+        extrasamples=extras,
+        compression="zlib",
+        iccprofile=icc or None,
+        byteorder=endian,
+    )
+    if not exif:
+        return
+    with open(tmp, "r+b") as f:
+        if f.read(4) not in (b"II*\x00", b"MM\x00*"):  # tifffile chose BigTIFF for a huge image
+            warn(f"{path}: written as BigTIFF, which cannot take the EXIF data here; it is not carried")
+            return
+        try:
+            problems = exifmod.embed_in_tiff(f, exif)
+        except (exifmod.ExifError, struct.error) as e:
+            warn(f"{path}: EXIF data could not be written ({e}); not carried")
+            return
+    if problems:
+        warn(f"{path}: damaged EXIF entries not carried: {'; '.join(problems[:3])}")
+
+
+def _write_jpeg(path: Path, tmp: Path, arr: np.ndarray, icc: bytes | None, exif: bytes | None, quality: int) -> None:
+    from PIL import Image
+
+    if arr.shape[2] in (2, 4):
+        warn(f"{path}: JPEG cannot hold transparency; the alpha channel is left out (use .png or .tif to keep it)")
+    if exif and len(exif) > JPEG_MAX_EXIF:
+        warn(f"{path}: EXIF data of {len(exif)} bytes exceeds the 64 KB a JPEG can hold; not carried")
+        exif = None
+    extra = {}
+    if icc:
+        extra["icc_profile"] = icc
+    if exif:
+        extra["exif"] = EXIF_PREFIX + exif
+    rgb = arr[:, :, :3] if arr.shape[2] >= 3 else arr[:, :, 0]
+    Image.fromarray(np.ascontiguousarray(rgb)).save(tmp, format="JPEG", quality=quality, subsampling=0, **extra)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _png_metadata_chunks(icc: bytes | None, exif: bytes | None) -> bytes:
+    """iCCP (profile name, NUL, method 0, zlib data) and eXIf (the bare TIFF structure) chunks."""
+    chunks = b""
+    if icc:
+        chunks += _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc, 9))
+    if exif:
+        chunks += _png_chunk(b"eXIf", exif)
+    return chunks
+
+
+def _with_chunks(png: bytes, chunks: bytes) -> bytes:
+    """Insert ancillary chunks right after IHDR (before PLTE and IDAT, as iCCP and eXIf must be)."""
+    if not chunks:
+        return png
+    if png[:8] != PNG_MAGIC or png[12:16] != b"IHDR":
+        raise ValueError("PNG encoder output does not start with IHDR")
+    end = 8 + 8 + struct.unpack(">I", png[8:12])[0] + 4
+    return png[:end] + chunks + png[end:]
+
+
+def _write_png(tmp: Path, arr: np.ndarray, chunks: bytes = b"") -> None:
+    """Encode (OpenCV, Pillow for 8-bit LA, our own for 16-bit LA), then add the metadata chunks."""
     c = arr.shape[2]
     if c == 2:
         if arr.dtype == np.uint8:
+            import io
+
             from PIL import Image
 
-            Image.fromarray(np.ascontiguousarray(arr), mode="LA").save(tmp, format="PNG")
-            return
-        _write_png16_grey_alpha(tmp, arr)  # neither OpenCV nor Pillow writes 16-bit LA
-        return
-    if c == 3:
-        arr = arr[:, :, ::-1]
-    elif c == 4:
-        arr = arr[:, :, [2, 1, 0, 3]]
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr))
-    if not ok:
-        raise InputError(f"{tmp}: PNG encoding failed")
-    buf.tofile(tmp)
+            buf = io.BytesIO()
+            Image.fromarray(np.ascontiguousarray(arr), mode="LA").save(buf, format="PNG")
+            png = buf.getvalue()
+        else:
+            png = _encode_png16_grey_alpha(arr)  # neither OpenCV nor Pillow writes 16-bit LA
+    else:
+        cv2 = _quiet_cv2()
+        if c == 3:
+            arr = arr[:, :, ::-1]
+        elif c == 4:
+            arr = arr[:, :, [2, 1, 0, 3]]
+        ok, enc = cv2.imencode(".png", np.ascontiguousarray(arr))
+        if not ok:
+            raise InputError(f"{tmp}: PNG encoding failed")
+        png = enc.tobytes()
+    tmp.write_bytes(_with_chunks(png, chunks))
 
 
-def _write_png16_grey_alpha(tmp: Path, arr: np.ndarray) -> None:
+def _encode_png16_grey_alpha(arr: np.ndarray) -> bytes:
     """A minimal exact PNG encoder for 16-bit grey+alpha (colour type 4), filter 0."""
-    import zlib
-
     h, w = arr.shape[:2]
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
     rows = np.zeros((h, 1 + w * 4), dtype=np.uint8)
     rows[:, 1:] = np.ascontiguousarray(arr.astype(">u2")).view(np.uint8).reshape(h, w * 4)
     ihdr = struct.pack(">IIBBBBB", w, h, 16, 4, 0, 0, 0)
-    data = PNG_MAGIC + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + chunk(b"IEND", b"")
-    tmp.write_bytes(data)
+    idat = _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+    return PNG_MAGIC + _png_chunk(b"IHDR", ihdr) + idat + _png_chunk(b"IEND", b"")
