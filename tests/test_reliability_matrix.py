@@ -76,6 +76,8 @@ def world(tmp_path_factory) -> Path:
         "pairs_unmatched": {"noisy/a.png": _rgb(40, 48), "gt/b.png": _rgb(40, 48)},
         "pairs_sizes": {"noisy/a.png": _rgb(40, 48), "gt/a.png": _rgb(41, 48)},
         "pairs_tiny": {"noisy/a.png": _rgb(5, 5), "gt/a.png": _rgb(5, 5)},
+        "pairs_greygt": {"noisy/a.png": _rgb(40, 48), "gt/a.png": _rgb(40, 48)[:, :, :1]},
+        "pairs_twogt": {"noisy/a.png": _rgb(40, 48), "gt/a.png": _rgb(40, 48), "gt/a.tif": _rgb(40, 48)},
     }
     for name, items in pairs.items():
         for rel, arr in items.items():
@@ -95,6 +97,7 @@ def world(tmp_path_factory) -> Path:
     (r / "prep" / "dnd" / "meta.json").write_text(json.dumps({"images": ["0001"], "boxes": [[[1, 1, 32, 32]]]}))
     (r / "nothing").mkdir()
     (r / "nothing" / "readme.txt").write_text("no images here")
+    tifffile.imwrite(r / "float255.tif", np.full((16, 16, 3), 200.0, np.float32), photometric="rgb")
     return r
 
 
@@ -126,6 +129,9 @@ CASES = [
     ("denoise-cuda7", "denoise {r}/ok.png {r}/out/o.png -m {r}/student.pth --device cuda:7", "cuda:7 requested", 1),
     ("denoise-device-typo", "denoise {r}/ok.png {r}/out/o.png -m {r}/student.pth --device gpu", "unknown device", 2),
     ("denoise-model-missing", "denoise {r}/ok.png {r}/out/o.png -m {r}/nope.pth", "no model at", 1),
+    ("denoise-tile-1", "denoise {r}/ok.png {r}/out/o.png -m {r}/student.pth --tile 1", "below the 64-pixel minimum", 2),
+    ("denoise-float-0-255", "denoise {r}/float255.tif {r}/out/o.tif -m {r}/student.pth", "0..255 export", 1),
+    ("denoise-format-single", "denoise {r}/ok.png {r}/out/o.png -m {r}/student.pth --format jpg", "--format", 2),
     ("denoise-model-empty", "denoise {r}/ok.png {r}/out/o.png -m {r}/empty.pth", "is empty", 1),
     ("denoise-model-random", "denoise {r}/ok.png {r}/out/o.png -m {r}/random.pth", "not a PyTorch checkpoint", 1),
     ("denoise-model-truncated", "denoise {r}/ok.png {r}/out/o.png -m {r}/truncated.pth", "truncated or corrupt", 1),
@@ -144,6 +150,9 @@ CASES = [
     ("evaluate-pairs-unmatched", "evaluate -m {r}/student.pth --pairs {r}/pairs_unmatched", "names do not match", 1),
     ("evaluate-pairs-sizes", "evaluate -m {r}/student.pth --pairs {r}/pairs_sizes", "the same size", 1),
     ("evaluate-pairs-tiny", "evaluate -m {r}/student.pth --pairs {r}/pairs_tiny", "too small for SSIM", 1),
+    ("evaluate-pairs-grey-gt", "evaluate -m {r}/student.pth --pairs {r}/pairs_greygt", "same colour channels", 1),
+    ("evaluate-pairs-two-gt", "evaluate -m {r}/student.pth --pairs {r}/pairs_twogt", "two images for one pair", 1),
+    ("evaluate-tile-1", "evaluate -m {r}/student.pth --pairs {r}/pairs_ok --tile 1", "below the 64-pixel", 2),
     ("evaluate-pairs-bad-gt", "evaluate -m {r}/student.pth --pairs {r}/pairs_badgt", "not a PNG, TIFF or JPEG", 1),
     ("evaluate-set-absent", "evaluate -m {r}/student.pth --set sidd-val --data {r}/prep", "no prepared sidd-val", 1),
     ("evaluate-data-missing", "evaluate -m {r}/student.pth --set dnd --data {r}/nope", "no prepared dnd", 1),
@@ -166,6 +175,7 @@ CASES = [
     ("prepare-no-root", "prepare-data --out {r}/p2", "give ROOT", 2),
     ("prepare-root-and-demo", "prepare-data {r}/photos --demo {r}/d --out {r}/p2", "not both", 2),
     ("prepare-out-under-file", "prepare-data {r}/photos --out {r}/afile/p", "is a file, not a folder", 1),
+    ("prepare-demo-into-user-folder", "prepare-data --demo {r}/photos --out {r}/p2", "holds no demo set", 1),
     # ---- train-apr
     ("train-patch-33", "train-apr --data {r}/prep --run-dir {r}/run --patch-size 33", "multiple of 32", 2),
     ("train-patch-too-big", "train-apr --data {r}/prep --run-dir {r}/run --patch-size 96", "than every training", 2),
