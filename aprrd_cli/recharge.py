@@ -61,5 +61,7 @@ def rd_step_loss(
     rank, world = share
     b, _, h, w = y.shape
     choice = recharge_choice(b * world, h, w, generator)[rank * b : (rank + 1) * b]
-    targets = recharge(teacher_targets(teacher, y), y, choice)
-    return rd_loss(student(y).float(), targets.float())
+    # float32 before recharging: under bf16 autocast the targets are bf16, and putting the noisy
+    # pixel back into a bf16 tensor would round it to 8 bits of mantissa
+    targets = recharge(teacher_targets(teacher, y).float(), y.float(), choice)
+    return rd_loss(student(y).float(), targets)

@@ -63,3 +63,29 @@ def test_step_loss_and_rank_shares():
     assert all(p.grad is None for p in teacher.parameters())  # the teacher stays frozen
     halves = [rd_step_loss(student, teacher, y[r : r + 1], gen(6), share=(r, 2)).item() for r in range(2)]
     assert sum(halves) / 2 == pytest.approx(loss.item(), rel=1e-5)
+
+
+def test_under_bf16_the_recharged_pixels_are_the_noisy_ones_exactly(monkeypatch):
+    """Under bf16 autocast the teacher's targets are bf16; the noisy pixel put back must keep its
+    float32 value (rounding it to bf16 moved it by up to 2^-9, the size of the detail RD recharges)."""
+    from aprrd_cli import recharge as rd
+
+    torch.manual_seed(0)
+    teacher, student = ATBSN(width=8).eval(), NBSN100(width=8)
+    y = torch.rand(1, 3, 32, 32, generator=gen(7)) * 0.37 + 0.31  # values bf16 cannot hold exactly
+    assert not torch.equal(y.bfloat16().float(), y)
+    seen = {}
+    real = rd.rd_loss
+
+    def spy(out, targets):
+        seen["targets"] = targets
+        return real(out, targets)
+
+    monkeypatch.setattr(rd, "rd_loss", spy)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rd.rd_step_loss(student, teacher, y, gen(8))
+    t = seen["targets"]
+    choice = recharge_choice(1, 32, 32, gen(8))
+    assert t.dtype == torch.float32
+    mask = (choice.unsqueeze(0) == torch.arange(6).view(6, 1, 1, 1, 1)).expand_as(t)
+    assert torch.equal(t[mask], y.unsqueeze(0).expand_as(t)[mask])
