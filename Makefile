@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/python -m aprrd_cli.demo
 
 bench: $(STAMP)
-	$(BIN)/python -m aprrd_cli.bench
+	$(BIN)/python -m benchmarks
 
 # The results study (docs/results.md): train on the noisy photos of sidd7 and cc15 only, compare
 # with blind CBM3D, a plain blind-spot baseline and the official student. The budget is a
@@ -30,15 +30,17 @@ bench: $(STAMP)
 RESULTS_ARGS ?= --set all --iters 80 --batch-size 1 --patch-size 128 --lr 1e-3 --val-every 20 --threads 2
 results: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[results]'
-	$(BIN)/python -m aprrd_cli.study --out runs/study $(RESULTS_ARGS)
+	$(BIN)/python -m experiments.study --out runs/study $(RESULTS_ARGS)
+
+CODE := aprrd_cli tests benchmarks experiments
 
 lint: $(STAMP)
-	$(BIN)/ruff check aprrd_cli tests
-	$(BIN)/ruff format --check aprrd_cli tests
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
 
 format: $(STAMP)
-	$(BIN)/ruff format aprrd_cli tests
-	$(BIN)/ruff check --fix aprrd_cli tests
+	$(BIN)/ruff format $(CODE)
+	$(BIN)/ruff check --fix $(CODE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,4 +1,4 @@
-"""The ``aprrd`` executable: a Typer app whose commands live in ``aprrd_cli.commands``.
+"""The ``aprrd`` executable: the Typer app (``app``) with the commands of ``aprrd_cli.commands``.
 
 ``main`` owns error handling so that every command behaves the same: a user error is
 one line on stderr and a non-zero exit, Ctrl-C and SIGTERM exit with 130 after the
@@ -29,51 +29,19 @@ if threading.current_thread() is threading.main_thread():
 import typer  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
-from aprrd_cli import __version__  # noqa: E402
-from aprrd_cli.allocator import keep_freed_memory  # noqa: E402
+from aprrd_cli.app import app  # noqa: E402
 from aprrd_cli.console import console  # noqa: E402
 from aprrd_cli.errors import AprrdError  # noqa: E402
+from aprrd_cli.utils.allocator import keep_freed_memory  # noqa: E402
 
-app = typer.Typer(
-    name="aprrd",
-    help="APR-RD: self-supervised denoising of real camera noise.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+# isort: off
+# each command registers with ``app`` as it is imported; the help lists them in this order of use
+import aprrd_cli.commands.prepare  # noqa: E402, F401
+import aprrd_cli.commands.train  # noqa: E402, F401
+import aprrd_cli.commands.evaluate  # noqa: E402, F401
+import aprrd_cli.commands.denoise  # noqa: E402, F401
+# isort: on
 
-
-def _version(value: bool) -> None:
-    if value:
-        print(f"aprrd {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
-) -> None:
-    """APR-RD: self-supervised denoising of real camera noise."""
-
-
-def _register() -> None:
-    """Import every module of ``aprrd_cli.commands``; each adds its command to ``app``."""
-    import importlib
-    import pkgutil
-
-    from aprrd_cli import commands
-
-    pipeline = ["prepare", "train", "evaluate", "denoise"]  # help lists commands in the order of use
-    names = [i.name for i in pkgutil.iter_modules(commands.__path__) if not i.name.startswith("_")]
-    for name in sorted(set(names) - {"options"}, key=lambda n: (pipeline.index(n) if n in pipeline else 99, n)):
-        importlib.import_module(f"aprrd_cli.commands.{name}")
-
-
-_register()
 for _sig, _handler in _STARTUP_HANDLERS.items():  # imports done: the commands' own clean-up takes over
     signal.signal(_sig, _handler)
 
@@ -99,23 +67,6 @@ def _usage_line(e: typer.TyperException) -> str:
     where = ctx.command_path if ctx is not None else "aprrd"
     return f"{message[:1].lower()}{message[1:].rstrip('.')}; see '{where} -h'"
 
-
-def _flags_without_type() -> None:
-    """Typer's help shows ``<bool>`` beside flags, as if ``--resume true`` were the way to write
-    them: flags (and --help) take no value, so their type column stays empty."""
-    from typer.core import TyperOption
-
-    shown = getattr(TyperOption, "display_type_rich", None)
-    if shown is None:  # another Typer: leave its help as it is
-        return
-
-    def display_type_rich(self: TyperOption, ctx: object) -> str | None:
-        return None if getattr(self, "is_flag", False) else shown(self, ctx)
-
-    TyperOption.display_type_rich = display_type_rich
-
-
-_flags_without_type()
 
 # What to do after Ctrl-C, for the commands whose way to continue is not obvious (training
 # commands print their own --resume line).

@@ -3,7 +3,7 @@
 demo set -> prepare-data -> train-apr -> distill -> evaluate (teacher and student) ->
 denoise, each step run as the ``aprrd`` command a user would type (printed first),
 everything under ``./demo/``. The budget is small (APR_ITERS / RD_ITERS) but uses 128x128
-patches: the five-level blind UNet does not learn early on smaller ones (METHOD section 3).
+patches: the five-level blind UNet does not learn early on smaller ones (docs/method.md section 3).
 
 The demo photos carry NOISE_SCALE times the simulator's default shot-noise variance (noisy
 input about 22 dB instead of 25-29 dB): a teacher trained for a couple of minutes reaches
@@ -19,8 +19,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-
-import torch
 
 from aprrd_cli.cli import main as aprrd
 from aprrd_cli.console import console, out
@@ -44,16 +42,12 @@ def run(*args: str | Path) -> None:
 
 def noisy_scores(pairs_dir: Path) -> tuple[float, float]:
     """PSNR / SSIM of the noisy inputs themselves (the "no denoising" row)."""
-    from aprrd_cli.evaluate import load_pairs
-    from aprrd_cli.metrics import psnr_ssim_uint8
+    from aprrd_cli.data.pairs import load_pairs
+    from aprrd_cli.evaluation.protocols import score_arrays
 
-    ps, ss = [], []
-    for _, noisy, gt in load_pairs(pairs_dir):
-        x = torch.tensor(noisy).permute(2, 0, 1)[None].double() / 255  # a copy: decoded images may be read-only
-        p, s = psnr_ssim_uint8(x, torch.tensor(gt).permute(2, 0, 1)[None])
-        ps.append(float(p[0]))
-        ss.append(float(s[0]))
-    return sum(ps) / len(ps), sum(ss) / len(ss)
+    pairs = load_pairs(pairs_dir)
+    scores = score_arrays([noisy for _, noisy, _ in pairs], pairs)
+    return scores["psnr"], scores["ssim"]
 
 
 def main() -> int:

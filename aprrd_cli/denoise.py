@@ -23,7 +23,7 @@ from aprrd_cli.data.images import (
     write_image,
 )
 from aprrd_cli.errors import AprrdError, InputError
-from aprrd_cli.infer import Denoiser
+from aprrd_cli.inference import Denoiser
 from aprrd_cli.models.zoo import NAMED, describe_named, fetch, is_named
 
 DEFAULT_MODEL = Path("runs/rd/student.pth")

@@ -1,14 +1,12 @@
-"""The device manager: the one place that knows about devices, threads, seeds and precision."""
+"""The device manager: the one place that knows about devices, threads, precision and DDP."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import random
 import re
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 
 from aprrd_cli.errors import DeviceError
@@ -45,13 +43,6 @@ def set_threads(n: int | None) -> int:
             raise DeviceError(f"--threads must be at least 1, got {n}", exit_code=2)
         torch.set_num_threads(n)
     return torch.get_num_threads()
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def default_precision(device: torch.device) -> str:

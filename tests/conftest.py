@@ -8,10 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-REFERENCE = SHARED / "reference"
-REAL = SHARED / "data" / "real"
+from tests.helpers import REAL, REFERENCE, need
 
 # One thread: tests use tiny tensors, and on a busy 2-core machine two OpenMP threads
 # thrash (measured: tiny convolutions ~50x slower). CI time stays predictable.
@@ -39,10 +36,15 @@ def offline_weights(tmp_path_factory, monkeypatch):
     yield
 
 
-def need(path: Path) -> Path:
-    """Skip the calling test, with the reason, when a shared file is missing."""
-    if not path.exists():
-        pytest.skip(f"{path} is absent: the reference files live in ../shared beside the repo")
+@pytest.fixture(scope="session")
+def tiny_student(tmp_path_factory) -> Path:
+    """A random width-8 student in our format: fast, and enough to test the plumbing."""
+    from aprrd_cli.models import NBSN100
+    from aprrd_cli.models.checkpoint import save_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_student") / "student.pth"
+    save_model(path, NBSN100(width=8), iteration=0)
     return path
 
 

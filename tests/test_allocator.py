@@ -11,7 +11,7 @@ import pytest
 PROBE = """
 import resource, sys
 import torch
-from aprrd_cli.allocator import keep_freed_memory
+from aprrd_cli.utils.allocator import keep_freed_memory
 on = keep_freed_memory()
 for _ in range(12):  # glibc settles on reusing the freed blocks after a few rounds
     torch.empty(64 * 2**20 // 4).fill_(1.0)  # allocate 64 MB, touch every page, free

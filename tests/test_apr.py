@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from aprrd_cli.apr import N_PAIRS, OFFSETS, PAIRS, apr_loss, apr_step_loss, draw, replace
+from aprrd_cli.losses.apr import N_PAIRS, OFFSETS, PAIRS, apr_loss, apr_step_loss, draw, replace
 from aprrd_cli.models import ATBSN
 
 

@@ -9,12 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from aprrd_cli.apr import draw
-from aprrd_cli.bench import baseline as B
-from aprrd_cli.bench.harness import Row, Section, interleaved, machine, render
-from aprrd_cli.bench.suite import Context, student_inference
-from aprrd_cli.infer import Denoiser
+from aprrd_cli.inference import Denoiser
+from aprrd_cli.losses.apr import draw
 from aprrd_cli.models import build
+from benchmarks import baseline as B
+from benchmarks.context import Context
+from benchmarks.harness import Row, Section, interleaved, machine, render
+from benchmarks.inference import student_inference
 
 
 @pytest.mark.parametrize(
@@ -50,7 +51,7 @@ def test_tiny_student_benchmark_and_its_markdown(tmp_path: Path) -> None:
         assert r.max_diff is not None and r.max_diff < 1e-4
         assert r.baseline > 0 and r.ours > 0 and r.ratio == pytest.approx(r.baseline / r.ours)
     assert any("GFLOP" in n for n in sec.notes)
-    md = render([sec], machine(), "python -m aprrd_cli.bench --quick", "now", ("1.0", "1.0"))
+    md = render([sec], machine(), "python -m benchmarks --quick", "now", ("1.0", "1.0"))
     assert md.startswith("# Performance\n")
     assert "## Student inference" in md and "| case | baseline | ours | ratio | max abs diff |" in md
     line = next(ln for ln in md.splitlines() if ln.startswith("| 64x64 |"))
@@ -83,7 +84,7 @@ def test_interleaved_alternates_and_counts() -> None:
 
 def test_official_script_matches_our_denoiser(tmp_path: Path) -> None:
     """The end-to-end baseline script reads the official format and agrees with ours to 1 grey level."""
-    from aprrd_cli.bench.official_script import main
+    from benchmarks.official_script import main
 
     torch.manual_seed(0)
     model = build("nbsn-1.00M", width=8).eval()
@@ -99,7 +100,7 @@ def test_official_script_matches_our_denoiser(tmp_path: Path) -> None:
 
 
 def test_tiny_allocator_benchmark_runs_both_settings(tmp_path: Path) -> None:
-    from aprrd_cli.bench.suite import allocator
+    from benchmarks.allocator import allocator
 
     ctx = Context(
         quick=True, tiny=True, shared=tmp_path / "absent", peak_gflops=100.0, tmp=tmp_path, log=lambda m: None
@@ -120,7 +121,7 @@ def test_tiny_allocator_benchmark_runs_both_settings(tmp_path: Path) -> None:
 
 def test_gpu_throughput_code_runs_on_the_cpu() -> None:
     """The GPU benchmark's steps (bf16 autocast, device generators, baseline and ours), small, on the CPU."""
-    from aprrd_cli.bench.suite import training_throughput
+    from benchmarks.training import training_throughput
 
     rates = training_throughput(torch.device("cpu"), n=1, batch=1, size=64)
     assert set(rates) == {"APR base", "APR ours", "RD base", "RD ours"}
@@ -128,7 +129,7 @@ def test_gpu_throughput_code_runs_on_the_cpu() -> None:
 
 
 def test_a_failing_benchmark_is_reported_not_fatal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from aprrd_cli.bench import suite
+    from benchmarks import suite
 
     def broken(ctx: Context) -> None:
         raise RuntimeError("CUDA error: out of memory")

@@ -3,27 +3,11 @@ lines and the hint after an interruption (the issue-13 probe of a new user's fir
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
 
 from aprrd_cli.data.images import write_image
-from aprrd_cli.models import NBSN100
-from aprrd_cli.models.checkpoint import save_model
-
-
-def flat(text: str) -> str:
-    return " ".join(text.split())
-
-
-@pytest.fixture(scope="module")
-def student(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("m") / "student.pth"
-    save_model(path, NBSN100(width=8), iteration=0)
-    return path
+from tests.helpers import flat
 
 
 @pytest.mark.parametrize("command", ["denoise", "evaluate", "prepare-data", "train-apr", "distill"])
@@ -53,28 +37,28 @@ def test_debug_is_accepted_after_the_command(cli, tmp_path):
 
 
 @pytest.mark.parametrize("command", ["denoise", "evaluate"])
-def test_a_tile_far_below_the_context_is_refused(cli, student, tmp_path, command):
+def test_a_tile_far_below_the_context_is_refused(cli, tiny_student, tmp_path, command):
     """--tile 1 made tens of thousands of windows and ran for hours."""
     write_image(tmp_path / "in.png", np.zeros((40, 40, 3), np.uint8))
     where = [tmp_path / "in.png", tmp_path / "o.png"] if command == "denoise" else ["--pairs", tmp_path]
-    code, _, err = cli(command, "-m", student, "--tile", "1", *where)
+    code, _, err = cli(command, "-m", tiny_student, "--tile", "1", *where)
     assert code == 2
     assert flat(err).startswith("error: --tile 1 is below the 64-pixel minimum") and "Traceback" not in err
     assert not (tmp_path / "o.png").exists()
-    code, _, err = cli("denoise", "-m", student, "--tile", "64", tmp_path / "in.png", tmp_path / "o.png")
+    code, _, err = cli("denoise", "-m", tiny_student, "--tile", "64", tmp_path / "in.png", tmp_path / "o.png")
     assert code == 0, err
 
 
-def test_no_seconds_per_megapixel_for_a_tiny_image(cli, student, tmp_path):
+def test_no_seconds_per_megapixel_for_a_tiny_image(cli, tiny_student, tmp_path):
     write_image(tmp_path / "one.png", np.zeros((1, 1, 3), np.uint8))
-    code, _, err = cli("denoise", "-m", student, tmp_path / "one.png", tmp_path / "o.png")
+    code, _, err = cli("denoise", "-m", tiny_student, tmp_path / "one.png", tmp_path / "o.png")
     assert code == 0 and "denoised 1 image (0.00 MP)" in flat(err) and "s/MP" not in err
     write_image(tmp_path / "big.png", np.zeros((256, 256, 3), np.uint8))
-    code, _, err = cli("denoise", "-m", student, tmp_path / "big.png", tmp_path / "o2.png")
+    code, _, err = cli("denoise", "-m", tiny_student, tmp_path / "big.png", tmp_path / "o2.png")
     assert code == 0 and "s/MP" in err
 
 
-def test_an_interrupted_folder_says_how_to_continue(cli, student, tmp_path, monkeypatch):
+def test_an_interrupted_folder_says_how_to_continue(cli, tiny_student, tmp_path, monkeypatch):
     from aprrd_cli.commands import denoise as command
 
     for i in range(2):
@@ -84,7 +68,7 @@ def test_an_interrupted_folder_says_how_to_continue(cli, student, tmp_path, monk
         raise KeyboardInterrupt
 
     monkeypatch.setattr(command, "denoise_file", interrupted)
-    code, _, err = cli("denoise", "-m", student, tmp_path / "in", tmp_path / "out")
+    code, _, err = cli("denoise", "-m", tiny_student, tmp_path / "in", tmp_path / "out")
     assert code == 130
     assert "interrupted" in err and "run the same command with --skip-existing to continue" in flat(err)
 

@@ -7,17 +7,10 @@ import pytest
 
 from aprrd_cli.data.demo_set import PAIRS, TRAIN, build_demo_set
 from aprrd_cli.data.images import read_image
-from aprrd_cli.data.noise_sim import (
-    CameraNoise,
-    bayer_masks,
-    demosaic_bilinear,
-    measure_pairs,
-    neighbour_correlation,
-    render_clean,
-    simulate,
-)
+from aprrd_cli.data.noise_sim import CameraNoise, bayer_masks, demosaic_bilinear, render_clean, simulate
 from aprrd_cli.data.store import open_train_store
-from tests.conftest import REAL, need
+from aprrd_cli.evaluation.noise_stats import measure_pairs, neighbour_correlation
+from tests.helpers import REAL, need
 
 
 def test_demosaic_keeps_flat_colours_and_sampled_values():

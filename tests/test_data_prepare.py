@@ -9,15 +9,15 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import scipy.io
 
 from aprrd_cli.data import prepare as prepare_mod
 from aprrd_cli.data.images import read_image, write_image
-from aprrd_cli.data.lock import DirLock
 from aprrd_cli.data.store import open_eval_set, open_train_store
+from aprrd_cli.utils.locks import DirLock
+from tests.helpers import dnd_crop, matlab73, stamp_matlab_header, write_dnd
 
 RNG = np.random.default_rng(11)
 
@@ -25,41 +25,6 @@ RNG = np.random.default_rng(11)
 def rand_img(h: int, w: int, dtype=np.uint8) -> np.ndarray:
     hi = 256 if dtype == np.uint8 else 65536
     return RNG.integers(0, hi, (h, w, 3), dtype=dtype)
-
-
-def matlab73(path: Path) -> h5py.File:
-    """An HDF5 file with MATLAB's 512-byte user block, as ``save -v7.3`` writes it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return h5py.File(path, "w", userblock_size=512)
-
-
-def stamp_matlab_header(path: Path) -> None:
-    text = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 ."
-    header = text.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM"
-    with open(path, "r+b") as f:
-        f.write(header.ljust(512, b"\x00"))
-
-
-def write_dnd(root: Path, images: list[np.ndarray], boxes: list[np.ndarray]) -> None:
-    """dnd_2017/info.mat (cell of object references, arrays transposed) and images_srgb/NNNN.mat."""
-    d = root / "dnd_2017"
-    info = d / "info.mat"
-    with matlab73(info) as f:
-        refs = f.create_group("#refs#")
-        cell = [refs.create_dataset(f"b{i}", data=b.T.astype(np.float64)).ref for i, b in enumerate(boxes)]
-        bb = f.create_group("info").create_dataset("boundingboxes", shape=(1, len(cell)), dtype=h5py.ref_dtype)
-        bb[0, :] = cell
-    stamp_matlab_header(info)
-    for i, img in enumerate(images):
-        p = d / "images_srgb" / f"{i + 1:04d}.mat"
-        with matlab73(p) as f:
-            f.create_dataset("InoisySRGB", data=img.T)  # MATLAB H x W x 3 -> HDF5 3 x W x H
-        stamp_matlab_header(p)
-
-
-def dnd_crop(img: np.ndarray, box) -> np.ndarray:
-    x1, y1, x2, y2 = box  # as DND's own script: x along rows, 1-based inclusive
-    return img[x1 - 1 : x2, y1 - 1 : y2]
 
 
 @pytest.fixture
@@ -304,7 +269,7 @@ def test_lock_held_by_another_process(tmp_path):
         [
             sys.executable,
             "-c",
-            f"from aprrd_cli.data.lock import DirLock\nwith DirLock({str(prep)!r}, 'train-apr'):\n"
+            f"from aprrd_cli.utils.locks import DirLock\nwith DirLock({str(prep)!r}, 'train-apr'):\n"
             "    print('held', flush=True)\n    import time; time.sleep(30)",
         ],
         stdout=subprocess.PIPE,

@@ -12,17 +12,7 @@ import pytest
 import torch
 
 from aprrd_cli.data.images import read_image, write_image
-from aprrd_cli.models import NBSN100
-from aprrd_cli.models.checkpoint import save_model
-
-
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory) -> Path:
-    """A random width-8 student in our format: fast, and enough to test the plumbing."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "student.pth"
-    save_model(path, NBSN100(width=8), iteration=0)
-    return path
+from tests.helpers import one_line
 
 
 def img(shape: tuple[int, ...], dtype: str = "uint8", seed: int = 0) -> np.ndarray:
@@ -37,7 +27,7 @@ def files(folder: Path) -> list[str]:
 def test_official_student_reproduces_the_official_score(cli, tmp_path, official_student_path, sidd7) -> None:
     """The issue's acceptance check: sidd7 denoised by the official 1.00M student scores
     37.34 dB / 0.9224 (what the official code's own outputs score, ../shared/data/real/README.md)."""
-    from aprrd_cli.metrics import psnr_ssim_uint8
+    from aprrd_cli.evaluation.metrics import psnr_ssim_uint8
 
     code, _, err = cli("denoise", "--model", official_student_path, sidd7 / "noisy", tmp_path / "out")
     assert code == 0, err
@@ -68,65 +58,59 @@ def test_official_student_reproduces_the_official_score(cli, tmp_path, official_
         ("photo.jpg", (48, 64, 3), "uint8"),
     ],
 )
-def test_output_keeps_kind_and_bit_depth(cli, tmp_path, small_model, name, shape, dtype) -> None:
+def test_output_keeps_kind_and_bit_depth(cli, tmp_path, tiny_student, name, shape, dtype) -> None:
     src = tmp_path / name
     write_image(src, img(shape, dtype))
     out = tmp_path / f"out_{name}"
-    code, _, err = cli("denoise", "--model", small_model, src, out)
+    code, _, err = cli("denoise", "--model", tiny_student, src, out)
     assert code == 0, err
     res, info = read_image(out)
     assert res.shape == shape and res.dtype == np.dtype(dtype)
 
 
-def test_alpha_passes_through_untouched(cli, tmp_path, small_model) -> None:
+def test_alpha_passes_through_untouched(cli, tmp_path, tiny_student) -> None:
     for shape in ((24, 40, 4), (24, 40, 2)):
         a = img(shape, "uint16", seed=3)
         src = tmp_path / f"a{shape[2]}.png"
         write_image(src, a)
         out = tmp_path / f"o{shape[2]}.png"
-        assert cli("denoise", "--model", small_model, src, out)[0] == 0
+        assert cli("denoise", "--model", tiny_student, src, out)[0] == 0
         res, _ = read_image(out)
         assert res.shape == shape and np.array_equal(res[:, :, -1], a[:, :, -1])
 
 
-def test_bit_depth_option_and_output_into_a_folder(cli, tmp_path, small_model) -> None:
+def test_bit_depth_option_and_output_into_a_folder(cli, tmp_path, tiny_student) -> None:
     src = tmp_path / "x.png"
     write_image(src, img((32, 32, 3)))
     outdir = tmp_path / "outdir"
     outdir.mkdir()
-    code, _, err = cli("denoise", "--model", small_model, "--bit-depth", "16", src, outdir)
+    code, _, err = cli("denoise", "--model", tiny_student, "--bit-depth", "16", src, outdir)
     assert code == 0, err
     res, info = read_image(outdir / "x.png")
     assert info.dtype == "uint16"
 
 
-def test_folder_keeps_subfolders_and_skips_bad_files(cli, tmp_path, small_model) -> None:
+def test_folder_keeps_subfolders_and_skips_bad_files(cli, tmp_path, tiny_student) -> None:
     src = tmp_path / "photos"
     (src / "day1").mkdir(parents=True)
     write_image(src / "a.png", img((32, 40, 3)))
     write_image(src / "day1" / "b.tif", img((36, 30, 3), "uint16"))
     (src / "day1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (src / "notes.txt").write_text("not an image")
-    code, _, err = cli("denoise", "--model", small_model, src, tmp_path / "clean")
+    code, _, err = cli("denoise", "--model", tiny_student, src, tmp_path / "clean")
     assert code == 1
     assert "broken.png" in err and "1 failed" in err and "denoised 2 images" in err
     assert files(tmp_path / "clean") == ["a.png", "day1/b.tif"]
     assert "Traceback" not in err
 
 
-def test_output_inside_the_input_folder_is_not_read_back(cli, tmp_path, small_model) -> None:
+def test_output_inside_the_input_folder_is_not_read_back(cli, tmp_path, tiny_student) -> None:
     src = tmp_path / "photos"
     src.mkdir()
     write_image(src / "a.png", img((32, 32, 3)))
-    assert cli("denoise", "--model", small_model, src, src / "clean")[0] == 0
-    assert cli("denoise", "--model", small_model, src, src / "clean")[0] == 0
+    assert cli("denoise", "--model", tiny_student, src, src / "clean")[0] == 0
+    assert cli("denoise", "--model", tiny_student, src, src / "clean")[0] == 0
     assert files(src) == ["a.png", "clean/a.png"]
-
-
-def one_line(err: str) -> str:
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) >= 1 and "Traceback" not in err
-    return lines[-1]
 
 
 @pytest.mark.parametrize(
@@ -143,7 +127,7 @@ def one_line(err: str) -> str:
         ("emptydir", "holds no PNG, TIFF or JPEG images"),
     ],
 )
-def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path, small_model, setup, expect) -> None:
+def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path, tiny_student, setup, expect) -> None:
     src, out, extra = tmp_path / "in.png", tmp_path / "out" / "o.png", []
     if setup == "empty":
         src.write_bytes(b"")
@@ -171,7 +155,7 @@ def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path, small_model, se
         src = tmp_path / "emptydir"
         src.mkdir()
     before = files(tmp_path)
-    code, _, err = cli("denoise", "--model", small_model, *extra, src, out)
+    code, _, err = cli("denoise", "--model", tiny_student, *extra, src, out)
     assert code != 0
     assert expect in one_line(err)
     assert files(tmp_path) == before
@@ -185,14 +169,14 @@ def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path, small_model, se
         ("truncated", "truncated or corrupt"),
     ],
 )
-def test_bad_model_files(cli, tmp_path, small_model, model_setup, expect) -> None:
+def test_bad_model_files(cli, tmp_path, tiny_student, model_setup, expect) -> None:
     src = tmp_path / "in.png"
     write_image(src, img((16, 16, 3)))
     model = tmp_path / "m.pth"
     if model_setup == "random":
         model.write_bytes(random.Random(1).randbytes(2000))
     elif model_setup == "truncated":
-        model.write_bytes(small_model.read_bytes()[:3000])
+        model.write_bytes(tiny_student.read_bytes()[:3000])
     code, _, err = cli("denoise", "--model", model, src, tmp_path / "o.png")
     assert code == 1 and expect in one_line(err) and str(model) in one_line(err)
     assert not (tmp_path / "o.png").exists()
@@ -211,17 +195,19 @@ def test_default_model_offline_says_where_to_put_the_weights(cli, tmp_path, monk
     assert not (tmp_path / "o.png").exists()
 
 
-def test_absent_device_is_a_clean_error(cli, tmp_path, small_model) -> None:
+def test_absent_device_is_a_clean_error(cli, tmp_path, tiny_student) -> None:
     write_image(tmp_path / "in.png", img((16, 16, 3)))
     if torch.cuda.device_count() > 7:
         pytest.skip("this machine has 8 GPUs")
-    code, _, err = cli("denoise", "--model", small_model, "--device", "cuda:7", tmp_path / "in.png", tmp_path / "o.png")
+    code, _, err = cli(
+        "denoise", "--model", tiny_student, "--device", "cuda:7", tmp_path / "in.png", tmp_path / "o.png"
+    )
     assert code == 1 and "cuda:7" in one_line(err) and "--device" in one_line(err)
-    code, _, err = cli("denoise", "--model", small_model, "--device", "tpu", tmp_path / "in.png", tmp_path / "o.png")
+    code, _, err = cli("denoise", "--model", tiny_student, "--device", "tpu", tmp_path / "in.png", tmp_path / "o.png")
     assert code == 2 and "unknown device" in one_line(err)
 
 
-def test_full_disk_leaves_nothing_half_written(cli, tmp_path, small_model, monkeypatch) -> None:
+def test_full_disk_leaves_nothing_half_written(cli, tmp_path, tiny_student, monkeypatch) -> None:
     import aprrd_cli.data.images as images
 
     def no_space(tmp, arr, chunks=b""):
@@ -230,12 +216,12 @@ def test_full_disk_leaves_nothing_half_written(cli, tmp_path, small_model, monke
 
     monkeypatch.setattr(images, "_write_png", no_space)
     write_image(tmp_path / "in.tif", img((16, 16, 3)))
-    code, _, err = cli("denoise", "--model", small_model, tmp_path / "in.tif", tmp_path / "o.png")
+    code, _, err = cli("denoise", "--model", tiny_student, tmp_path / "in.tif", tmp_path / "o.png")
     assert code == 1 and "No space left on device" in one_line(err)
     assert files(tmp_path) == ["in.tif"]
 
 
-def test_interrupt_keeps_finished_outputs_and_no_partial_file(cli, tmp_path, small_model, monkeypatch) -> None:
+def test_interrupt_keeps_finished_outputs_and_no_partial_file(cli, tmp_path, tiny_student, monkeypatch) -> None:
     import aprrd_cli.denoise as den
 
     src = tmp_path / "in"
@@ -252,7 +238,7 @@ def test_interrupt_keeps_finished_outputs_and_no_partial_file(cli, tmp_path, sma
         real(path, arr, **metadata)
 
     monkeypatch.setattr(den, "write_image", write_then_interrupt)
-    code, _, err = cli("denoise", "--model", small_model, src, tmp_path / "out")
+    code, _, err = cli("denoise", "--model", tiny_student, src, tmp_path / "out")
     assert code == 130 and "interrupted" in err
     assert files(tmp_path / "out") == ["0.png"]
 

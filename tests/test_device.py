@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from aprrd_cli.device import resolve_device, resolve_precision, seed_everything, set_threads
+from aprrd_cli.device import resolve_device, resolve_precision, set_threads
 from aprrd_cli.errors import DeviceError
 
 
@@ -37,14 +36,6 @@ def test_precision_rules() -> None:
         resolve_precision("fp16", cpu)
     with pytest.raises(DeviceError, match="unknown precision"):
         resolve_precision("fp8", cpu)
-
-
-def test_seeding_is_reproducible() -> None:
-    seed_everything(5)
-    a = (torch.rand(3), np.random.rand(3))
-    seed_everything(5)
-    b = (torch.rand(3), np.random.rand(3))
-    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
 
 
 def test_threads() -> None:

@@ -13,11 +13,13 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from aprrd_cli.data.images import from_float, read_image, write_image
-from aprrd_cli.evaluate import Runner, _inverse, _transform, evaluate_sidd_val, load_pairs, score_model, to_tensor
-from aprrd_cli.infer import Denoiser
+from aprrd_cli.data.pairs import load_pairs
+from aprrd_cli.data.tensors import to_tensor
+from aprrd_cli.evaluation.protocols import evaluate_sidd_val, score_model
+from aprrd_cli.evaluation.submission import SiddOptionalData, write_dnd_image, write_sidd_submission
+from aprrd_cli.inference import Denoiser, Runner, dihedral, undo_dihedral
 from aprrd_cli.models import build
 from aprrd_cli.models.checkpoint import load_model, save_model
-from aprrd_cli.submission import SiddOptionalData, write_dnd_image, write_sidd_submission
 
 CPU = torch.device("cpu")
 
@@ -89,15 +91,15 @@ def test_transforms_are_the_eight_dihedral_maps():
     x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).view(2, 3, 4, 5)
     seen = set()
     for k in range(8):
-        t = _transform(x, k)
-        assert torch.equal(_inverse(t, k), x)
+        t = dihedral(x, k)
+        assert torch.equal(undo_dihedral(t, k), x)
         seen.add(tuple(t[0, 0].flatten().tolist()))
     assert len(seen) == 8
 
 
 def test_ensemble_is_the_mean_of_the_mapped_back_outputs(denoiser):
     x = to_tensor(smooth_images(np.random.default_rng(2), (1, 32, 64, 3))[0])
-    want = sum(_inverse(denoiser(_transform(x, k)), k) for k in range(8)) / 8
+    want = sum(undo_dihedral(denoiser(dihedral(x, k)), k) for k in range(8)) / 8
     got = Runner(denoiser, ensemble=True)(x)
     torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
     assert not torch.allclose(got, denoiser(x), atol=1e-4)

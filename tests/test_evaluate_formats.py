@@ -12,11 +12,11 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from aprrd_cli.data.images import from_float
-from aprrd_cli.evaluate import to_tensor
-from aprrd_cli.infer import Denoiser
+from aprrd_cli.data.tensors import to_tensor
+from aprrd_cli.inference import Denoiser
 from aprrd_cli.models import build
 from aprrd_cli.models.checkpoint import load_model, save_model
-from tests.test_data_prepare import dnd_crop, write_dnd
+from tests.helpers import dnd_crop, write_dnd
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ from hypothesis import strategies as st
 
 from aprrd_cli.data.images import from_float, read_image, to_float, write_image
 from aprrd_cli.errors import InputError
+from tests.helpers import png_header
 
 RANGES = {"uint8": 255, "uint16": 65535, "float32": 1.0}
 
@@ -67,12 +66,6 @@ def test_format_is_sniffed_not_taken_from_the_name(tmp_path: Path) -> None:
     (tmp_path / "x.png").rename(tmp_path / "x.jpg")
     b, info = read_image(tmp_path / "x.jpg")
     assert info.format == "png" and np.array_equal(a, b)
-
-
-def png_header(width: int, height: int) -> bytes:
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    crc = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + crc
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from aprrd_cli.data.images import from_float, read_image
-from aprrd_cli.metrics import gaussian_taps, psnr, psnr_ssim_uint8, quantize, ssim
-from tests.conftest import REAL, need
+from aprrd_cli.evaluation.metrics import gaussian_taps, psnr, psnr_ssim_uint8, quantize, ssim
+from tests.helpers import REAL, need
 
 
 def sk_ssim(a: np.ndarray, b: np.ndarray) -> float:

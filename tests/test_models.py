@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from aprrd_cli.infer import Denoiser
+from aprrd_cli.inference import Denoiser
 from aprrd_cli.models import ATBSN, NBSN100, NBSN102, build, count_params
 from aprrd_cli.models.checkpoint import load_model
 

@@ -13,31 +13,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-import torch
 from PIL import Image, ImageCms, ImageOps
 from PIL.TiffImagePlugin import IFDRational
 
 from aprrd_cli.data import exif as exifmod
 from aprrd_cli.data.images import read_image, to_float, write_image
 from aprrd_cli.errors import InputError
-from aprrd_cli.models import NBSN100
-from aprrd_cli.models.checkpoint import save_model
 
 MAKE, MODEL, DATETIME = "Canon", "EOS R5", "2024:05:06 07:08:09"
-
-
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "student.pth"
-    save_model(path, NBSN100(width=8), iteration=0)
-    return path
 
 
 @pytest.fixture
 def identity(monkeypatch) -> None:
     """The denoiser returns its input: what reaches the output file is what was read."""
-    from aprrd_cli.infer import Denoiser
+    from aprrd_cli.inference import Denoiser
 
     monkeypatch.setattr(Denoiser, "__call__", lambda self, x, on_tile=None: x.clone())
 
@@ -151,10 +140,10 @@ def test_exif_is_normalised_orientation_size_and_thumbnail(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("suffix", [".jpg", ".png", ".tif"])
-def test_rotated_jpeg_keeps_display_profile_and_camera_data(cli, tmp_path, small_model, identity, icc, suffix) -> None:
+def test_rotated_jpeg_keeps_display_profile_and_camera_data(cli, tmp_path, tiny_student, identity, icc, suffix) -> None:
     src = save_jpeg(tmp_path / "cam.jpg", marked(), camera_exif(6, size=(64, 48)), icc)
     out = tmp_path / f"out{suffix}"
-    code, _, err = cli("denoise", "--model", small_model, src, out)
+    code, _, err = cli("denoise", "--model", tiny_student, src, out)
     assert code == 0, err
     assert "warning" not in err
     # stored upright now: any viewer, with or without EXIF support, shows it turned as the input was
@@ -174,13 +163,13 @@ def test_rotated_jpeg_keeps_display_profile_and_camera_data(cli, tmp_path, small
     assert got.shape == (64, 48, 3) and info.orientation == 1 and info.icc_profile == icc
 
 
-def test_tiff_output_holds_exif_for_tiff_readers(cli, tmp_path, small_model, identity, icc) -> None:
+def test_tiff_output_holds_exif_for_tiff_readers(cli, tmp_path, tiny_student, identity, icc) -> None:
     """tifffile, an independent TIFF reader, sees IFD0 tags, the Exif and GPS IFDs and the profile;
     big-endian EXIF gives a big-endian TIFF whose 16-bit pixels are intact."""
     a = (np.random.default_rng(1).random((20, 30, 3)) * 65535).astype(np.uint16)
     src = tmp_path / "in.png"
     write_image(src, a, icc_profile=icc, exif=camera_exif(3, endian=">"))
-    code, _, err = cli("denoise", "--model", small_model, src, tmp_path / "o.tif")
+    code, _, err = cli("denoise", "--model", tiny_student, src, tmp_path / "o.tif")
     assert code == 0, err
     with tifffile.TiffFile(tmp_path / "o.tif") as tf:
         page = tf.pages[0]
@@ -192,12 +181,12 @@ def test_tiff_output_holds_exif_for_tiff_readers(cli, tmp_path, small_model, ide
         assert np.abs(page.asarray().astype(int) - a[::-1, ::-1]).max() <= 1
 
 
-def test_tiff_camera_data_travels_to_jpeg_and_png(cli, tmp_path, small_model, identity) -> None:
+def test_tiff_camera_data_travels_to_jpeg_and_png(cli, tmp_path, tiny_student, identity) -> None:
     a = marked(20, 30)
     tags = [(271, "s", 0, MAKE, True), (272, "s", 0, MODEL, True), (274, 3, 1, 8, True)]
     tifffile.imwrite(tmp_path / "in.tif", a, photometric="rgb", datetime=DATETIME, extratags=tags)
     for suffix in (".jpg", ".png"):
-        code, _, err = cli("denoise", "--model", small_model, tmp_path / "in.tif", tmp_path / f"o{suffix}")
+        code, _, err = cli("denoise", "--model", tiny_student, tmp_path / "in.tif", tmp_path / f"o{suffix}")
         assert code == 0, err
         ex = pillow_exif(tmp_path / f"o{suffix}")
         assert (ex[271], ex[272], ex[306]) == (MAKE, MODEL, DATETIME) and ex.get(274, 1) == 1
@@ -242,19 +231,19 @@ def test_png_metadata_chunks_are_well_formed(tmp_path: Path, icc: bytes) -> None
 # ---------------------------------------------------------------- nothing dropped silently
 
 
-def test_alpha_into_jpeg_is_one_warning(cli, tmp_path, small_model) -> None:
+def test_alpha_into_jpeg_is_one_warning(cli, tmp_path, tiny_student) -> None:
     src = tmp_path / "rgba.png"
     write_image(src, np.random.default_rng(0).integers(0, 256, (16, 20, 4), dtype=np.uint8))
-    code, _, err = cli("denoise", "--model", small_model, src, tmp_path / "o.jpg")
+    code, _, err = cli("denoise", "--model", tiny_student, src, tmp_path / "o.jpg")
     assert code == 0, err
     said = warnings_about(err, src)
     assert len(said) == 1 and "alpha" in said[0] and "o.jpg" in said[0]
     assert read_image(tmp_path / "o.jpg")[0].shape == (16, 20, 3)
-    code, _, err = cli("denoise", "--model", small_model, src, tmp_path / "o.png")
+    code, _, err = cli("denoise", "--model", tiny_student, src, tmp_path / "o.png")
     assert code == 0 and "warning" not in err  # PNG keeps it
 
 
-def test_animated_png_and_multipage_tiff_warn_once(cli, tmp_path, small_model) -> None:
+def test_animated_png_and_multipage_tiff_warn_once(cli, tmp_path, tiny_student) -> None:
     frames = [Image.fromarray(np.full((12, 14, 3), v, np.uint8)) for v in (10, 120, 240)]
     frames[0].save(tmp_path / "anim.png", save_all=True, append_images=frames[1:], duration=100)
     tifffile.imwrite(tmp_path / "pages.tif", np.zeros((2, 12, 14, 3), np.uint8), photometric="rgb")
@@ -262,7 +251,7 @@ def test_animated_png_and_multipage_tiff_warn_once(cli, tmp_path, small_model) -
         tw.write(np.zeros((12, 14, 3), np.uint8), photometric="rgb")
         tw.write(np.zeros((6, 7, 3), np.uint8), photometric="rgb", subfiletype=1)
     for name, count in (("anim.png", "3 frames"), ("pages.tif", "2 pages"), ("preview.tif", None)):
-        code, _, err = cli("denoise", "--model", small_model, tmp_path / name, tmp_path / f"out_{name}")
+        code, _, err = cli("denoise", "--model", tiny_student, tmp_path / name, tmp_path / f"out_{name}")
         assert code == 0, err
         said = warnings_about(err, tmp_path / name)
         if count is None:
@@ -305,10 +294,10 @@ def test_exif_too_long_for_jpeg_is_said(tmp_path: Path, capsys) -> None:
 # ---------------------------------------------------------------- float TIFFs on the wrong scale
 
 
-def test_float_tiff_in_0_255_is_refused_with_what_was_found(cli, tmp_path, small_model) -> None:
+def test_float_tiff_in_0_255_is_refused_with_what_was_found(cli, tmp_path, tiny_student) -> None:
     a = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.float32)
     write_image(tmp_path / "f.tif", a)
-    code, _, err = cli("denoise", "--model", small_model, tmp_path / "f.tif", tmp_path / "o" / "f.tif")
+    code, _, err = cli("denoise", "--model", tiny_student, tmp_path / "f.tif", tmp_path / "o" / "f.tif")
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert code == 1 and "Traceback" not in err
     line = " ".join(lines[-1].split())
@@ -333,7 +322,7 @@ def test_float_scale_threshold_is_one_percent_outside_minus_half_to_one_and_a_ha
 
 def test_pairs_are_compared_as_displayed(tmp_path: Path) -> None:
     """evaluate's pairs: a noisy JPEG stored turned (orientation 6) matches an upright ground truth."""
-    from aprrd_cli.evaluate import load_pairs
+    from aprrd_cli.data.pairs import load_pairs
 
     gt = np.random.default_rng(0).integers(0, 256, (40, 24, 3), dtype=np.uint8)
     write_image(tmp_path / "noisy" / "a.png", np.rot90(gt, 1).copy(), exif=camera_exif(6))
@@ -345,12 +334,12 @@ def test_pairs_are_compared_as_displayed(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- --format and --quality
 
 
-def test_format_option_converts_a_folder_and_keeps_bit_depth_rules(cli, tmp_path, small_model, icc) -> None:
+def test_format_option_converts_a_folder_and_keeps_bit_depth_rules(cli, tmp_path, tiny_student, icc) -> None:
     src = tmp_path / "in"
     write_image(src / "a.png", marked(16, 16), icc_profile=icc, exif=camera_exif(1))
     write_image(src / "deep" / "b.tif", marked(16, 16).astype(np.uint16) * 257)
     save_jpeg(src / "c.jpg", marked(16, 16))
-    code, _, err = cli("denoise", "--model", small_model, "--format", "jpg", src, tmp_path / "j")
+    code, _, err = cli("denoise", "--model", tiny_student, "--format", "jpg", src, tmp_path / "j")
     assert code == 0, err
     assert sorted(str(p.relative_to(tmp_path / "j")) for p in (tmp_path / "j").rglob("*.*")) == [
         "a.jpg",
@@ -360,52 +349,52 @@ def test_format_option_converts_a_folder_and_keeps_bit_depth_rules(cli, tmp_path
     assert read_image(tmp_path / "j" / "deep" / "b.jpg")[1].dtype == "uint8"  # 16-bit to JPEG: 8-bit
     assert read_image(tmp_path / "j" / "a.jpg")[1].icc_profile == icc
     assert pillow_exif(tmp_path / "j" / "a.jpg")[271] == MAKE
-    code, _, err = cli("denoise", "--model", small_model, "--format", "tif", src, tmp_path / "t")
+    code, _, err = cli("denoise", "--model", tiny_student, "--format", "tif", src, tmp_path / "t")
     assert code == 0, err
     assert read_image(tmp_path / "t" / "deep" / "b.tif")[1].dtype == "uint16"
     assert read_image(tmp_path / "t" / "c.tif")[1].dtype == "uint8"
 
 
-def test_format_option_refuses_two_inputs_for_one_output(cli, tmp_path, small_model) -> None:
+def test_format_option_refuses_two_inputs_for_one_output(cli, tmp_path, tiny_student) -> None:
     write_image(tmp_path / "in" / "a.png", marked(8, 8))
     write_image(tmp_path / "in" / "a.tif", marked(8, 8))
-    code, _, err = cli("denoise", "--model", small_model, "--format", "jpg", tmp_path / "in", tmp_path / "out")
+    code, _, err = cli("denoise", "--model", tiny_student, "--format", "jpg", tmp_path / "in", tmp_path / "out")
     assert code == 1 and "would both be written to" in err and "a.jpg" in err
     assert not (tmp_path / "out").exists()
 
 
-def test_format_option_for_one_image(cli, tmp_path, small_model) -> None:
+def test_format_option_for_one_image(cli, tmp_path, tiny_student) -> None:
     write_image(tmp_path / "x.png", marked(8, 8))
-    code, _, err = cli("denoise", "--model", small_model, "--format", "png", tmp_path / "x.png", tmp_path / "o.jpg")
+    code, _, err = cli("denoise", "--model", tiny_student, "--format", "png", tmp_path / "x.png", tmp_path / "o.jpg")
     assert code == 2 and "OUTPUT's suffix sets the format" in " ".join(err.split()) and "o.png" in err
     assert not (tmp_path / "o.jpg").exists()
-    code, _, err = cli("denoise", "--model", small_model, "--format", "jpg", tmp_path / "x.png", tmp_path / "o.jpg")
+    code, _, err = cli("denoise", "--model", tiny_student, "--format", "jpg", tmp_path / "x.png", tmp_path / "o.jpg")
     assert code == 0, err
     (tmp_path / "folder").mkdir()
-    code, _, err = cli("denoise", "--model", small_model, "--format", "tif", tmp_path / "x.png", tmp_path / "folder")
+    code, _, err = cli("denoise", "--model", tiny_student, "--format", "tif", tmp_path / "x.png", tmp_path / "folder")
     assert code == 0 and (tmp_path / "folder" / "x.tif").is_file()
-    code, _, err = cli("denoise", "--model", small_model, "--format", "bmp", tmp_path / "x.png", tmp_path / "folder")
+    code, _, err = cli("denoise", "--model", tiny_student, "--format", "bmp", tmp_path / "x.png", tmp_path / "folder")
     assert code == 2 and "--format must be one of png, jpg, tif" in err
 
 
-def test_quality_option(cli, tmp_path, small_model, identity) -> None:
+def test_quality_option(cli, tmp_path, tiny_student, identity) -> None:
     src = tmp_path / "x.png"
     write_image(src, np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
     sizes = {}
     for q in (10, 95):
-        code, _, err = cli("denoise", "--model", small_model, "--quality", q, src, tmp_path / f"q{q}.jpg")
+        code, _, err = cli("denoise", "--model", tiny_student, "--quality", q, src, tmp_path / f"q{q}.jpg")
         assert code == 0, err
         sizes[q] = (tmp_path / f"q{q}.jpg").stat().st_size
-    code, _, err = cli("denoise", "--model", small_model, src, tmp_path / "default.jpg")
+    code, _, err = cli("denoise", "--model", tiny_student, src, tmp_path / "default.jpg")
     assert code == 0 and (tmp_path / "default.jpg").read_bytes() == (tmp_path / "q95.jpg").read_bytes()
     assert sizes[10] < sizes[95] / 2
-    code, _, err = cli("denoise", "--model", small_model, "--quality", "0", src, tmp_path / "o.jpg")
+    code, _, err = cli("denoise", "--model", tiny_student, "--quality", "0", src, tmp_path / "o.jpg")
     assert code == 2 and not (tmp_path / "o.jpg").exists()
-    code, _, err = cli("denoise", "--model", small_model, "--quality", "80", src, tmp_path / "o.png")
+    code, _, err = cli("denoise", "--model", tiny_student, "--quality", "80", src, tmp_path / "o.png")
     assert code == 0 and "--quality applies to JPEG outputs only" in err
     import typer
 
-    from aprrd_cli.cli import app
+    from aprrd_cli.app import app
 
     helps = {p.name: p.help for p in typer.main.get_command(app).commands["denoise"].params}
     assert "default 95" in helps["quality"] and "png" not in helps["quality"]

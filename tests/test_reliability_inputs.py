@@ -18,28 +18,12 @@ from PIL import Image
 from aprrd_cli.data.images import ImageInfo, read_image, write_image
 from aprrd_cli.denoise import denoise_array
 from aprrd_cli.errors import AprrdError, CheckpointError, InputError, OutputError
-from aprrd_cli.fsutil import atomic_path, check_output_dir, remove_partials
-from aprrd_cli.infer import Denoiser
+from aprrd_cli.inference import Denoiser
 from aprrd_cli.models import NBSN100
-from aprrd_cli.models.checkpoint import save_model
+from aprrd_cli.utils.atomic import atomic_path, check_output_dir, remove_partials
+from tests.helpers import flat, rgb
 
 CPU = torch.device("cpu")
-
-
-def rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
-def flat(text: str) -> str:
-    return " ".join(text.split())
-
-
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "student.pth"
-    save_model(path, NBSN100(width=8), 1)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +173,7 @@ def test_check_output_dir(tmp_path: Path, monkeypatch) -> None:
 
 def test_short_write_without_errno_on_a_full_disk_says_no_space(tmp_path: Path, monkeypatch) -> None:
     """numpy's tofile reports a full disk as 'N requested and M written' with no errno."""
-    monkeypatch.setattr("aprrd_cli.fsutil._free_bytes", lambda folder: 0)
+    monkeypatch.setattr("aprrd_cli.utils.atomic._free_bytes", lambda folder: 0)
     with pytest.raises(OutputError, match="No space left on device"), atomic_path(tmp_path / "a.png"):
         raise OSError("13269 requested and 4096 written")
     assert list(tmp_path.iterdir()) == []
@@ -204,7 +188,7 @@ def test_remove_partials(tmp_path: Path) -> None:
 
 def test_lock_on_a_read_only_folder_is_a_clean_error(tmp_path: Path, monkeypatch) -> None:
     """The folder exists but the lock file cannot be created: was an internal error (exit 3)."""
-    from aprrd_cli.data.lock import DirLock
+    from aprrd_cli.utils.locks import DirLock
 
     real_open = os.open
 
@@ -229,7 +213,7 @@ def test_denoise_refuses_before_loading_the_model(cli, tmp_path: Path) -> None:
     assert code == 1 and "is a file, not a folder" in err and "no model" not in err
 
 
-def test_full_disk_stops_a_folder_run_and_keeps_what_was_written(cli, tmp_path, small_model, monkeypatch) -> None:
+def test_full_disk_stops_a_folder_run_and_keeps_what_was_written(cli, tmp_path, tiny_student, monkeypatch) -> None:
     for i in range(4):
         write_image(tmp_path / "in" / f"{i}.png", rgb(16, 16, i))
     import aprrd_cli.data.images as images
@@ -244,13 +228,13 @@ def test_full_disk_stops_a_folder_run_and_keeps_what_was_written(cli, tmp_path, 
         real(tmp, arr, chunks)
 
     monkeypatch.setattr(images, "_write_png", fill_up)
-    code, _, err = cli("denoise", tmp_path / "in", tmp_path / "out", "-m", small_model, "--device", "cpu")
+    code, _, err = cli("denoise", tmp_path / "in", tmp_path / "out", "-m", tiny_student, "--device", "cpu")
     assert code == 1 and len(calls) == 3  # stopped at the first failure, not one error per image
     assert "No space left on device" in flat(err) and "2 image(s) written before it are kept" in flat(err)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "1.png"]  # no .part
 
 
-def test_one_line_for_library_warnings(cli, tmp_path, small_model, monkeypatch) -> None:
+def test_one_line_for_library_warnings(cli, tmp_path, tiny_student, monkeypatch) -> None:
     import warnings
 
     import aprrd_cli.commands.denoise as cmd
@@ -263,7 +247,7 @@ def test_one_line_for_library_warnings(cli, tmp_path, small_model, monkeypatch) 
 
     monkeypatch.setattr(cmd, "read_image", noisy_read)
     write_image(tmp_path / "a.png", rgb(8, 8))
-    code, _, err = cli("denoise", tmp_path / "a.png", tmp_path / "b.png", "-m", small_model, "--device", "cpu")
+    code, _, err = cli("denoise", tmp_path / "a.png", tmp_path / "b.png", "-m", tiny_student, "--device", "cpu")
     assert code == 0
     assert "warning: first line" in err and "second line" not in err and "UserWarning" not in err
 
@@ -284,7 +268,7 @@ def test_prepare_warns_when_float_photos_are_clipped(cli, tmp_path: Path) -> Non
 
 def test_prepare_warns_when_dnd_crops_are_clipped(tmp_path: Path, capsys) -> None:
     from aprrd_cli.data.prepare import prepare
-    from tests.test_data_prepare import write_dnd
+    from tests.helpers import write_dnd
 
     img = np.full((20, 24, 3), 0.5, np.float32)
     img[0, 0, 0], img[1, 1, 1] = 1.5, -0.25
@@ -296,7 +280,7 @@ def test_prepare_warns_when_dnd_crops_are_clipped(tmp_path: Path, capsys) -> Non
 
 
 def test_evaluate_warns_when_float_pairs_are_clipped(tmp_path: Path, capsys) -> None:
-    from aprrd_cli.evaluate import load_pairs
+    from aprrd_cli.data.pairs import load_pairs
 
     a = np.full((16, 16, 3), 0.5, np.float32)
     a[0, 0] = 2.0
@@ -344,7 +328,7 @@ IMG = np.random.default_rng(1).random((20, 24, 3)).astype(np.float32)
 
 
 def _dnd(root: Path, boxes: list | None = None, image: np.ndarray | None = None, truncate: bool = False) -> None:
-    from tests.test_data_prepare import write_dnd
+    from tests.helpers import write_dnd
 
     write_dnd(root, [IMG if image is None else image], [np.array(boxes or [[1, 1, 6, 8], [15, 17, 20, 24]])])
     if truncate:
@@ -410,12 +394,12 @@ def test_bad_photos_are_reported_and_the_good_ones_prepared(cli, tmp_path: Path)
     assert open_train_store(tmp_path / "prep").names == ["grey", "ok"]  # grey photos are prepared as RGB
 
 
-def test_skip_existing_continues_and_leaves_finished_outputs(cli, tmp_path: Path, small_model) -> None:
+def test_skip_existing_continues_and_leaves_finished_outputs(cli, tmp_path: Path, tiny_student) -> None:
     for i in range(3):
         write_image(tmp_path / "in" / f"{i}.png", rgb(16, 16, i))
     write_image(tmp_path / "out" / "1.png", rgb(4, 4))  # finished by an earlier, interrupted run
     before = (tmp_path / "out" / "1.png").stat().st_mtime_ns
-    args = ("-m", small_model, "--device", "cpu", "--skip-existing")
+    args = ("-m", tiny_student, "--device", "cpu", "--skip-existing")
     code, _, err = cli("denoise", tmp_path / "in", tmp_path / "out", *args)
     assert code == 0 and "denoised 2 images" in err and "1 already there" in err
     assert (tmp_path / "out" / "1.png").stat().st_mtime_ns == before

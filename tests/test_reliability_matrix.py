@@ -20,7 +20,7 @@ import torch
 from aprrd_cli.data.images import write_image
 from aprrd_cli.models import ATBSN, NBSN100
 from aprrd_cli.models.checkpoint import save_model
-from tests.test_images import png_header
+from tests.helpers import png_header, rgb
 
 
 class _Evil:
@@ -28,10 +28,6 @@ class _Evil:
 
     def __reduce__(self):
         return (os.system, ("echo pwned > pwned.txt",))
-
-
-def _rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +47,14 @@ def world(tmp_path_factory) -> Path:
         pickle.dump(_Evil(), f, protocol=4)
     (r / "afile").write_text("a regular file where a folder is expected\n")
 
-    write_image(r / "ok.png", _rgb(40, 48))
+    write_image(r / "ok.png", rgb(40, 48))
     (r / "empty.png").write_bytes(b"")
     (r / "text.png").write_text("hello")
     (r / "truncated.png").write_bytes((r / "ok.png").read_bytes()[:200])
     (r / "bomb.png").write_bytes(png_header(100_000, 100_000))
     (r / "zero.png").write_bytes(png_header(0, 0))
     (r / "random.tif").write_bytes(b"II*\x00" + np.random.default_rng(2).bytes(500))
-    write_image(r / "ok16.png", _rgb(40, 48).astype(np.uint16) * 257)
+    write_image(r / "ok16.png", rgb(40, 48).astype(np.uint16) * 257)
     (r / "truncated16.png").write_bytes((r / "ok16.png").read_bytes()[:300])
     nan = np.full((16, 16, 3), 0.5, np.float32)
     nan[3, 3, 0] = np.nan
@@ -66,31 +62,31 @@ def world(tmp_path_factory) -> Path:
     inf = np.full((16, 16, 3), 0.5, np.float32)
     inf[3, 3, 0] = np.inf
     tifffile.imwrite(r / "inf.tif", inf, photometric="rgb")
-    tifffile.imwrite(r / "int32.tif", _rgb(16, 16).astype(np.int32), photometric="rgb")
+    tifffile.imwrite(r / "int32.tif", rgb(16, 16).astype(np.int32), photometric="rgb")
     tifffile.imwrite(r / "five.tif", np.zeros((16, 16, 5), np.uint8), photometric="minisblack", planarconfig="contig")
     (r / "emptydir").mkdir()
 
     pairs = {
-        "pairs_ok": {"noisy/a.png": _rgb(40, 48), "gt/a.png": _rgb(40, 48, 1)},
-        "pairs_nogt": {"noisy/a.png": _rgb(40, 48)},
-        "pairs_unmatched": {"noisy/a.png": _rgb(40, 48), "gt/b.png": _rgb(40, 48)},
-        "pairs_sizes": {"noisy/a.png": _rgb(40, 48), "gt/a.png": _rgb(41, 48)},
-        "pairs_tiny": {"noisy/a.png": _rgb(5, 5), "gt/a.png": _rgb(5, 5)},
-        "pairs_greygt": {"noisy/a.png": _rgb(40, 48), "gt/a.png": _rgb(40, 48)[:, :, :1]},
-        "pairs_twogt": {"noisy/a.png": _rgb(40, 48), "gt/a.png": _rgb(40, 48), "gt/a.tif": _rgb(40, 48)},
+        "pairs_ok": {"noisy/a.png": rgb(40, 48), "gt/a.png": rgb(40, 48, 1)},
+        "pairs_nogt": {"noisy/a.png": rgb(40, 48)},
+        "pairs_unmatched": {"noisy/a.png": rgb(40, 48), "gt/b.png": rgb(40, 48)},
+        "pairs_sizes": {"noisy/a.png": rgb(40, 48), "gt/a.png": rgb(41, 48)},
+        "pairs_tiny": {"noisy/a.png": rgb(5, 5), "gt/a.png": rgb(5, 5)},
+        "pairs_greygt": {"noisy/a.png": rgb(40, 48), "gt/a.png": rgb(40, 48)[:, :, :1]},
+        "pairs_twogt": {"noisy/a.png": rgb(40, 48), "gt/a.png": rgb(40, 48), "gt/a.tif": rgb(40, 48)},
     }
     for name, items in pairs.items():
         for rel, arr in items.items():
             write_image(r / name / rel, arr)
     (r / "pairs_empty" / "noisy").mkdir(parents=True)
     (r / "pairs_empty" / "gt").mkdir()
-    write_image(r / "pairs_badgt" / "noisy" / "a.png", _rgb(40, 48))
+    write_image(r / "pairs_badgt" / "noisy" / "a.png", rgb(40, 48))
     (r / "pairs_badgt" / "gt").mkdir()
     (r / "pairs_badgt" / "gt" / "a.png").write_bytes(b"not an image")
 
     from aprrd_cli.data.prepare import prepare
 
-    write_image(r / "photos" / "p.png", _rgb(64, 64))
+    write_image(r / "photos" / "p.png", rgb(64, 64))
     prepare(r / "photos", r / "prep")
     (r / "prep" / "dnd").mkdir()
     np.save(r / "prep" / "dnd" / "noisy.npy", np.full((1, 1, 32, 32, 3), 0.5, np.float32))

@@ -21,6 +21,7 @@ from aprrd_cli.data.images import read_image, write_image
 from aprrd_cli.data.store import open_train_store
 from aprrd_cli.models import ATBSN, NBSN100
 from aprrd_cli.models.checkpoint import read_raw, save_model
+from tests.helpers import rgb
 
 pytestmark = pytest.mark.slow
 
@@ -66,10 +67,6 @@ def interrupt(proc: subprocess.Popen, sig: int) -> str:
 
 def partials(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.name.endswith(".part")]
-
-
-def rgb(h: int, w: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
 def logged(run: Path) -> int:
@@ -130,7 +127,7 @@ SLOW_PREPARE = """
 import sys, time
 import numpy as np
 import aprrd_cli.data.prepare as prepare
-from aprrd_cli.fsutil import atomic_path
+from aprrd_cli.utils.atomic import atomic_path
 
 def slow_save(path, arr):
     with atomic_path(path) as tmp, open(tmp, "wb") as f:

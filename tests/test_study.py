@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 
 from aprrd_cli.data.images import write_image
+from aprrd_cli.losses.blind_spot import plain_bsn_loss
 from aprrd_cli.models import build
 from aprrd_cli.models.checkpoint import load_model, save_model
-from aprrd_cli.study.__main__ import main as study_main
-from aprrd_cli.study.__main__ import parse
-from aprrd_cli.study.cbm3d import blind_sigma, cbm3d_blind
-from aprrd_cli.study.plain_bsn import plain_bsn_loss
-from aprrd_cli.study.report import detail_window
+from experiments.study.__main__ import main as study_main
+from experiments.study.__main__ import parse
+from experiments.study.cbm3d import blind_sigma, cbm3d_blind
+from experiments.study.report import detail_window
 
 
 def _tiny_set(root, name="tiny", n=3, side=64, sigma=20.0):
@@ -132,21 +132,17 @@ def test_detail_window_finds_texture():
     assert detail_window(gt, 32) == (32, 32)
 
 
-def test_warmup_schedule_is_temporary():
-    from aprrd_cli.study.early import schedule_with_warmup, warmup_cosine
-    from aprrd_cli.training import engine
+def test_warmup_then_the_paper_cosine():
+    from aprrd_cli.training.schedule import cosine, warmup_cosine
 
     f = warmup_cosine(100, 10)
     assert [round(f(i), 3) for i in (0, 4, 9)] == [0.1, 0.5, 1.0]
-    assert f(50) == pytest.approx(engine.cosine(100)(50))
-    original = engine.cosine
-    with schedule_with_warmup(5):
-        assert engine.cosine(100)(0) == pytest.approx(0.2)
-    assert engine.cosine is original
+    assert f(50) == pytest.approx(cosine(100)(50)) and f(100) == pytest.approx(0.0)
+    assert warmup_cosine(100, 0)(0) == 1.0 and warmup_cosine(100, 0)(50) == pytest.approx(0.5)
 
 
 def test_noise_kept():
-    from aprrd_cli.study.scoring import noise_kept
+    from experiments.study.scoring import noise_kept
 
     rng = np.random.default_rng(0)
     gt = rng.integers(50, 200, (32, 32, 3)).astype(np.float64)

@@ -13,15 +13,11 @@ import pytest
 import torch
 
 from aprrd_cli.data.images import write_image
-from aprrd_cli.data.lock import DirLock
 from aprrd_cli.models.checkpoint import load_model, read_raw
+from aprrd_cli.utils.locks import DirLock
+from tests.helpers import flat
 
 TINY = ("--iters", "3", "--batch-size", "2", "--patch-size", "32", "--width", "8", "--device", "cpu", "--threads", "1")
-
-
-def flat(text: str) -> str:
-    """The console wraps long lines; compare messages with single spaces."""
-    return " ".join(text.split())
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,12 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from aprrd_cli.errors import AprrdError
-from aprrd_cli.interrupts import hold_signals
 from aprrd_cli.models.checkpoint import load_model, read_raw
 from aprrd_cli.training.config import APRConfig, RDConfig, RunOptions
 from aprrd_cli.training.engine import NonFiniteLoss, train
 from aprrd_cli.training.records import collapse_warning
 from aprrd_cli.training.stages import apr_stage, rd_stage
+from aprrd_cli.utils.interrupts import hold_signals
 
 CPU = torch.device("cpu")
 

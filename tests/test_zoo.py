@@ -22,7 +22,7 @@ import torch
 from aprrd_cli.data.images import read_image, write_image
 from aprrd_cli.errors import AprrdError
 from aprrd_cli.models import NBSN100, zoo
-from tests.conftest import REFERENCE
+from tests.helpers import REFERENCE, one_line
 
 
 class Mirror:
@@ -81,12 +81,6 @@ def tiny(tmp_path, monkeypatch) -> tuple[zoo.NamedModel, bytes]:
 def cache_files() -> list[str]:
     root = zoo.cache_dir()
     return sorted(p.name for p in root.rglob("*")) if root.exists() else []
-
-
-def one_line(err: str) -> str:
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert lines and "Traceback" not in err
-    return lines[-1]
 
 
 def test_cache_location_follows_the_environment(monkeypatch, tmp_path) -> None:

@@ -1,1 +1,1 @@
-"""One module per ``aprrd`` subcommand; each registers itself on ``aprrd_cli.cli.app``."""
+"""One module per ``aprrd`` subcommand; each registers itself on ``aprrd_cli.app.app``."""

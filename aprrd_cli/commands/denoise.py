@@ -7,16 +7,16 @@ from pathlib import Path
 
 import typer
 
-from aprrd_cli.cli import app
+from aprrd_cli.app import app
 from aprrd_cli.commands.options import DEVICE, PATCH_WINDOWS, THREADS, check_windows_options
 from aprrd_cli.console import console, progress, warn
 from aprrd_cli.data.images import JPEG_QUALITY, format_for, read_image, to_float
 from aprrd_cli.denoise import MODEL_HELP, denoise_file, plan_jobs, resolve_model, target_dtype
 from aprrd_cli.device import describe, resolve_device, set_threads
 from aprrd_cli.errors import AprrdError, CheckpointError, OutputError
-from aprrd_cli.fsutil import check_output_dir
-from aprrd_cli.infer import DEFAULT_OVERLAP, Denoiser
+from aprrd_cli.inference import DEFAULT_OVERLAP, Denoiser
 from aprrd_cli.models.checkpoint import load_model
+from aprrd_cli.utils.atomic import check_output_dir
 
 MIN_RATE_MP = 0.05  # below this many megapixels a seconds-per-megapixel figure measures only overheads
 

@@ -10,25 +10,19 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from aprrd_cli.cli import app
+from aprrd_cli.app import app
 from aprrd_cli.commands.options import DEVICE, PATCH_WINDOWS, THREADS, check_windows_options
 from aprrd_cli.console import console, out, plural, progress
+from aprrd_cli.data.pairs import load_pairs
 from aprrd_cli.denoise import MODEL_HELP, resolve_model
 from aprrd_cli.device import describe, resolve_device, set_threads
 from aprrd_cli.errors import AprrdError
-from aprrd_cli.evaluate import (
-    Runner,
-    evaluate_sidd_val,
-    load_pairs,
-    run_dnd,
-    run_sidd_bench,
-    score_model,
-)
-from aprrd_cli.fsutil import atomic_write_text, check_output_dir
-from aprrd_cli.infer import DEFAULT_OVERLAP, Denoiser
+from aprrd_cli.evaluation.pictures import save_side_by_side
+from aprrd_cli.evaluation.protocols import evaluate_sidd_val, run_dnd, run_sidd_bench, score_model
+from aprrd_cli.evaluation.submission import SIDD_FILE, SiddOptionalData
+from aprrd_cli.inference import DEFAULT_OVERLAP, Denoiser, Runner
 from aprrd_cli.models.checkpoint import load_model
-from aprrd_cli.panels import save_side_by_side
-from aprrd_cli.submission import SIDD_FILE, SiddOptionalData
+from aprrd_cli.utils.atomic import atomic_write_text, check_output_dir
 
 SETS = ("sidd-val", "sidd-bench", "dnd")
 DEFAULT_DATA = Path("prepared")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from aprrd_cli.errors import AprrdError
-from aprrd_cli.infer import DEFAULT_TILE, MIN_TILE
+from aprrd_cli.inference import DEFAULT_TILE, MIN_TILE
 
 DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps (auto: first CUDA GPU, else CPU).")
 THREADS = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's choice).")

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from aprrd_cli.cli import app
+from aprrd_cli.app import app
 from aprrd_cli.console import console, out, progress
 from aprrd_cli.data.parts import ALL_PARTS, PartResult
 from aprrd_cli.errors import AprrdError

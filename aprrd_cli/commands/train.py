@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from aprrd_cli.cli import app
+from aprrd_cli.app import app
 from aprrd_cli.commands.options import THREADS
 from aprrd_cli.training.config import (
     INHERITED_OPTIONS,
@@ -20,7 +20,6 @@ from aprrd_cli.training.config import (
     RDConfig,
     RunOptions,
     TrainConfig,
-    config_from_dict,
 )
 
 
@@ -67,6 +66,12 @@ COMPILE = typer.Option(
     None, "--compile/--no-compile", help="torch.compile the network (falls back to eager if it fails) (default: off)."
 )
 LOG_EVERY = typer.Option(None, "--log-every", min=1, help="Write a log.jsonl record every N iterations.")
+WARMUP = typer.Option(
+    None,
+    "--warmup",
+    min=0,
+    help="Iterations of linear learning-rate warm-up before the cosine (default: 0, the paper's).",
+)
 WIDTH = typer.Option(
     None, "--width", min=4, help="Network width (default: 48, the paper's; smaller is faster and weaker)."
 )
@@ -94,7 +99,7 @@ def _config(cls: type[TrainConfig], run_dir: Path, resume: bool, given: dict) ->
 
         saved = saved_config(run_dir)
         if saved is not None and saved.get("stage") == cls.stage:
-            base = config_from_dict(saved)
+            base = cls.from_dict(saved)
     names = {f.name for f in fields(cls)}
     return replace(base, **{k: v for k, v in given.items() if v is not None and k in names})
 
@@ -144,6 +149,7 @@ def train_apr_cmd(
     compile: bool = COMPILE,
     threads: int = THREADS,
     log_every: int = LOG_EVERY,
+    warmup: int = WARMUP,
     width: int = WIDTH,
 ) -> None:
     """Train the teacher (AT-BSN) with the Adjacent Pixel Replacer; writes RUN/teacher.pth."""
@@ -158,6 +164,7 @@ def train_apr_cmd(
         gamma=gamma,
         stop_grad=True if stop_grad else None,
         width=width,
+        warmup=warmup,
     )
     cfg = _config(APRConfig, run_dir, resume, given)
     opts = _run_options(locals())
@@ -191,6 +198,7 @@ def distill_cmd(
     compile: bool = COMPILE,
     threads: int = THREADS,
     log_every: int = LOG_EVERY,
+    warmup: int = WARMUP,
     width: int = WIDTH,
 ) -> None:
     """Distil the student (NBSN) from a frozen teacher with Recharged Distillation; writes RUN/student.pth."""
@@ -205,6 +213,7 @@ def distill_cmd(
         student=student,
         teacher=str(teacher) if teacher is not None else None,
         width=width,
+        warmup=warmup,
     )
     cfg = _config(RDConfig, run_dir, resume, given)
     opts = _run_options(locals())

@@ -82,7 +82,7 @@ def build_demo_set(dir: Path, seed: int = 0, cam: CameraNoise = CameraNoise()) -
 
 def _check_or_record_parameters(dir: Path, seed: int, cam: CameraNoise) -> None:
     """Existing files are reused only if they were made with the same noise (``dir/demo.json``)."""
-    from aprrd_cli.fsutil import atomic_write_text
+    from aprrd_cli.utils.atomic import atomic_write_text
 
     params = {"seed": seed, "camera": json.loads(json.dumps(asdict(cam)))}
     record = dir / "demo.json"

@@ -26,7 +26,7 @@ from aprrd_cli.data.parts import (
 )
 from aprrd_cli.data.store import create_npy
 from aprrd_cli.errors import InputError
-from aprrd_cli.fsutil import atomic_path
+from aprrd_cli.utils.atomic import atomic_path
 
 DND_DIR = "dnd_2017"
 VAR = "InoisySRGB"
@@ -176,13 +176,11 @@ def prepare(part: Part, out: Path, result: PartResult) -> None:
         warn(f"{part.where}: {clipped} values of the DND crops outside [0, 1] were clipped")
     finish_eval_set(
         folder,
-        {
-            "name": "dnd",
-            "shape": list(shape),
-            "dtype": "float32",
-            "images": [name for name, _, _ in good],
-            "boxes": [b.tolist() for _, _, b in good],
-            "sources": sources,
-        },
+        "dnd",
+        shape,
+        "float32",
+        sources,
+        images=[name for name, _, _ in good],
+        boxes=[b.tolist() for _, _, b in good],
     )
     result.prepared = len(good)

@@ -28,7 +28,7 @@ import numpy as np
 from aprrd_cli.console import warn
 from aprrd_cli.data import exif as exifmod
 from aprrd_cli.errors import InputError
-from aprrd_cli.fsutil import atomic_path
+from aprrd_cli.utils.atomic import atomic_path
 
 IMAGE_SUFFIXES = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".jpg": "jpeg", ".jpeg": "jpeg"}
 MAX_PIXELS = 250_000_000  # larger declared sizes are refused as likely decompression bombs

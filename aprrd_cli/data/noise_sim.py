@@ -22,12 +22,9 @@ correlation against real SIDD and CC pairs.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
-
-from aprrd_cli.errors import AprrdError
 
 # camera RGB -> linear sRGB; rows sum to 1 so that white stays white (a typical phone sensor's shape)
 DEFAULT_CCM = ((1.70, -0.55, -0.15), (-0.25, 1.55, -0.30), (0.05, -0.60, 1.55))
@@ -119,61 +116,3 @@ def render_clean(clean: np.ndarray, cam: CameraNoise = CameraNoise()) -> np.ndar
         rgb = ndimage.gaussian_filter(rgb, sigma=(cam.nr_sigma, cam.nr_sigma, 0), mode="mirror")
     out = linear_to_srgb((rgb * wb) @ ccm.T)
     return np.rint(out * 255.0).astype(np.uint8)
-
-
-def neighbour_correlation(noisy: np.ndarray, clean: np.ndarray, distances: tuple[int, ...] = (1, 2)) -> list[float]:
-    """Correlation of the noise (noisy - clean) with its horizontal neighbours at each distance,
-    per channel (Pearson), averaged over channels."""
-    n = noisy.astype(np.float64) - clean.astype(np.float64)
-    result = []
-    for d in distances:
-        cs = []
-        for c in range(n.shape[2]):
-            a = n[:, :-d, c].ravel()
-            b = n[:, d:, c].ravel()
-            a = a - a.mean()
-            b = b - b.mean()
-            denom = np.sqrt((a * a).sum() * (b * b).sum())
-            cs.append(float((a * b).sum() / denom) if denom > 0 else 0.0)
-        result.append(float(np.mean(cs)))
-    return result
-
-
-def measure_pairs(folder: Path) -> tuple[float, float, float, int]:
-    """Mean noise correlation at distance 1 and 2 and mean PSNR (dB) over ``folder/{noisy,gt}`` pairs."""
-    from aprrd_cli.data.images import read_image
-
-    names = sorted(p.name for p in (folder / "noisy").iterdir() if (folder / "gt" / p.name).is_file())
-    if not names:
-        raise AprrdError(f"{folder}: no pairs; expected noisy/ and gt/ with matching file names")
-    c1, c2, psnr = [], [], []
-    for name in names:
-        noisy = read_image(folder / "noisy" / name)[0][:, :, :3]
-        gt = read_image(folder / "gt" / name)[0][:, :, :3]
-        d1, d2 = neighbour_correlation(noisy, gt)
-        c1.append(d1)
-        c2.append(d2)
-        mse = np.mean((noisy.astype(np.float64) - gt) ** 2)
-        psnr.append(10 * np.log10(255.0**2 / mse))
-    return float(np.mean(c1)), float(np.mean(c2)), float(np.mean(psnr)), len(names)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m aprrd_cli.data.noise_sim [PAIRS_DIR ...]``: noise correlation of real pairs and of the simulator."""
-    import sys
-    import tempfile
-
-    from aprrd_cli.data.demo_set import build_demo_set
-
-    args = sys.argv[1:] if argv is None else argv
-    print(f"{'pairs':<40} {'n':>3} {'corr d=1':>9} {'corr d=2':>9} {'PSNR dB':>8}")
-    for folder in [Path(a) for a in args]:
-        c1, c2, p, n = measure_pairs(folder)
-        print(f"{str(folder):<40} {n:>3} {c1:>9.3f} {c2:>9.3f} {p:>8.2f}")
-    with tempfile.TemporaryDirectory() as tmp:
-        c1, c2, p, n = measure_pairs(build_demo_set(Path(tmp)) / "pairs")
-        print(f"{'simulator (demo set pairs, seed 0)':<40} {n:>3} {c1:>9.3f} {c2:>9.3f} {p:>8.2f}")
-
-
-if __name__ == "__main__":
-    main()

@@ -9,7 +9,7 @@ from typing import Any
 
 from aprrd_cli.data.store import fingerprint
 from aprrd_cli.errors import AprrdError
-from aprrd_cli.fsutil import atomic_write_text
+from aprrd_cli.utils.atomic import atomic_write_text
 
 TRAIN_GROUPS = ("sidd-medium", "sidd-bench-frames", "folder")
 ALL_PARTS = ("sidd-medium", "sidd-bench-frames", "sidd-val", "sidd-bench", "dnd", "folder")
@@ -70,5 +70,10 @@ def begin_eval_set(folder: Path) -> None:
         raise AprrdError(f"cannot update {folder}: {e.strerror or e}; check permissions") from e
 
 
-def finish_eval_set(folder: Path, meta: dict[str, Any]) -> None:
+def finish_eval_set(
+    folder: Path, name: str, shape: tuple[int, ...], dtype: str, sources: dict[str, str], **extra: Any
+) -> None:
+    """Write an evaluation set's ``meta.json``, last, making the set visible: the one writer of
+    these records (``store.open_eval_set`` and ``eval_set_current`` read them)."""
+    meta = {"name": name, "shape": list(shape), "dtype": dtype, **extra, "sources": sources}
     atomic_write_text(folder / "meta.json", json.dumps(meta, indent=1) + "\n")

@@ -21,7 +21,6 @@ import numpy as np
 from aprrd_cli.console import warn
 from aprrd_cli.data import dnd, folder, sidd
 from aprrd_cli.data.images import from_float, read_image, to_float
-from aprrd_cli.data.lock import DirLock
 from aprrd_cli.data.parts import ALL_PARTS, TRAIN_GROUPS, Part, PartResult, read_meta
 from aprrd_cli.data.store import (
     EVAL_SETS,
@@ -35,7 +34,8 @@ from aprrd_cli.data.store import (
     write_index,
 )
 from aprrd_cli.errors import AprrdError, InputError
-from aprrd_cli.fsutil import remove_partials
+from aprrd_cli.utils.atomic import remove_partials
+from aprrd_cli.utils.locks import DirLock
 
 SPACE_MARGIN = 256 * 2**20  # keep this much disk free beyond what an array needs
 MIN_TRAIN_SIDE = 32  # the networks pool five times: no patch fits in a smaller image

@@ -135,7 +135,7 @@ def prepare_val(part: Part, out: Path, result: PartResult) -> None:
         return
     save_npy(folder / "gt.npy", gt)
     del gt
-    finish_eval_set(folder, {"name": "sidd-val", "shape": list(shape), "dtype": "uint8", "sources": sources})
+    finish_eval_set(folder, "sidd-val", shape, "uint8", sources)
     result.prepared = 1
 
 
@@ -159,8 +159,5 @@ def prepare_bench(part: Part, out: Path, result: PartResult) -> None:
         return
     begin_eval_set(folder)
     save_npy(folder / "noisy.npy", noisy)
-    finish_eval_set(
-        folder,
-        {"name": "sidd-bench", "shape": list(noisy.shape), "dtype": "uint8", "sources": sources},
-    )
+    finish_eval_set(folder, "sidd-bench", noisy.shape, "uint8", sources)
     result.prepared = 1

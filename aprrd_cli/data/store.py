@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from aprrd_cli.errors import AprrdError
-from aprrd_cli.fsutil import atomic_path, atomic_write_text
+from aprrd_cli.utils.atomic import atomic_path, atomic_write_text
 
 INDEX_VERSION = 1
 INDEX_NAME = "index.json"

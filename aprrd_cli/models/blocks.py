@@ -1,4 +1,4 @@
-"""Building blocks shared by the teacher and the students (METHOD section 1).
+"""Building blocks shared by the teacher and the students (docs/method.md section 1).
 
 The blind-spot variants look only at rows above (and including) their own: the
 "one zero row on top, drop the last row" shift of the reference is folded into the
@@ -130,7 +130,7 @@ def upsample(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode="nearest")
 
 
-# Rotations exactly as the reference writes them (METHOD section 1).
+# Rotations exactly as the reference writes them (docs/method.md section 1).
 def rot(x: torch.Tensor, r: int) -> torch.Tensor:
     if r == 0:
         return x

@@ -18,8 +18,8 @@ from torch import nn
 
 from aprrd_cli import __version__
 from aprrd_cli.errors import CheckpointError
-from aprrd_cli.fsutil import atomic_path
 from aprrd_cli.models import build
+from aprrd_cli.utils.atomic import atomic_path
 
 FORMAT = "aprrd-checkpoint"
 FORMAT_VERSION = 1

@@ -1,4 +1,4 @@
-"""The two students (METHOD section 2): NBSN "1.00M" (default) and the AT-BSN paper's "1.02M"."""
+"""The two students (docs/method.md section 2): NBSN "1.00M" (default) and the AT-BSN paper's "1.02M"."""
 
 from __future__ import annotations
 

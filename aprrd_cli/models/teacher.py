@@ -2,7 +2,7 @@
 
 ``shift`` is the reference's shift factor ``s`` (hole size ``2s - 1``; ``s = 0`` sees the
 centre pixel). ``forward_multi`` runs the UNet once and returns the outputs for several
-shift factors, which is what Recharged Distillation needs (METHOD section 4).
+shift factors, which is what Recharged Distillation needs (docs/method.md section 4).
 """
 
 from __future__ import annotations
@@ -14,15 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from aprrd_cli.models.blocks import LEAK, init_weights, rot, shift_down, unrot
+from aprrd_cli.models.constants import INFER_SHIFT
 from aprrd_cli.models.unet import UNet
-
-TRAIN_SHIFT = 5  # hole 9, both APR teacher calls (METHOD section 3)
-INFER_SHIFT = 1  # hole 1 (METHOD section 5)
-
-
-def hole_to_shift(hole: int) -> int:
-    """The reference's ``k = (hole + 1) // 2``."""
-    return (hole + 1) // 2
 
 
 class ATBSN(nn.Module):

@@ -1,4 +1,4 @@
-"""The five-level UNet shared by the teacher (blind) and the 1.00M student (METHOD section 2).
+"""The five-level UNet shared by the teacher (blind) and the 1.00M student (docs/method.md section 2).
 
 Module names match the official state_dict keys (``unet.enc1.conv1.conv.weight`` ...),
 so official checkpoints load without renaming.

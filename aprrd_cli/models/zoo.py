@@ -8,7 +8,7 @@ uses read the cache and need no network. ``APRRD_WEIGHTS_URL`` replaces the rele
 address: a mirror, an offline copy (``file:///...``) or a test server.
 
 The download lands in a temporary file beside its target and is renamed over it only once
-complete and verified (``fsutil.atomic_path``), so the cache never holds half a file or a
+complete and verified (``utils.atomic.atomic_path``), so the cache never holds half a file or a
 file with the wrong hash, also on Ctrl-C; two processes fetching at once each write their
 own temporary and rename the same bytes into place.
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from aprrd_cli.console import console, progress, warn
 from aprrd_cli.errors import AprrdError
-from aprrd_cli.fsutil import atomic_path, check_output_dir, remove_partials
+from aprrd_cli.utils.atomic import atomic_path, check_output_dir, remove_partials
 
 RELEASE = "HYK2017/APRRD"
 RELEASE_COMMIT = "36df6e0d8fff8c5ba0055ee14ae95c07f092c2cf"

@@ -9,8 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from aprrd_cli.errors import AprrdError
-
-MULTIPLE = 32  # the networks' five poolings
+from aprrd_cli.models.constants import SIZE_MULTIPLE as MULTIPLE
 
 
 @dataclass(frozen=True)
@@ -23,12 +22,19 @@ class TrainConfig:
     lr: float = 3e-4  # Adam (0.9, 0.999), cosine decay to 0 over ``iters``, stepped every iteration
     seed: int = 0
     width: int = 48  # network width (48 in the paper; smaller only for tests and experiments)
+    warmup: int = 0  # iterations of linear learning-rate warm-up before the cosine (the paper: none)
 
     stage = "base"
     output = "model.pth"
 
     def to_dict(self) -> dict:
         return {"stage": self.stage, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """The configuration a run saved; fields it predates take their defaults."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
     def check(self, world_size: int = 1) -> None:
         if self.iters < 1:
@@ -49,11 +55,15 @@ class TrainConfig:
             )
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise AprrdError(f"--lr must be a positive number, got {self.lr}", exit_code=2)
+        if not 0 <= self.warmup < self.iters:
+            raise AprrdError(
+                f"--warmup must be at least 0 and less than --iters {self.iters}, got {self.warmup}", exit_code=2
+            )
 
 
 @dataclass(frozen=True)
 class APRConfig(TrainConfig):
-    """The teacher (AT-BSN) trained with L_APR (METHOD section 3)."""
+    """The teacher (AT-BSN) trained with L_APR (docs/method.md section 3)."""
 
     iters: int = 400_000
     batch_size: int = 8
@@ -73,7 +83,7 @@ class APRConfig(TrainConfig):
 
 @dataclass(frozen=True)
 class RDConfig(TrainConfig):
-    """The student (NBSN) distilled from the frozen teacher with L_RD (METHOD section 4).
+    """The student (NBSN) distilled from the frozen teacher with L_RD (docs/method.md section 4).
 
     Patches are sampled at 128 directly rather than cut from the centre of a 256 sample as
     the reference does: the same random-crop distribution, a quarter of the reading (see
@@ -90,8 +100,6 @@ class RDConfig(TrainConfig):
     output = "student.pth"
 
 
-CONFIGS: dict[str, type[TrainConfig]] = {"apr": APRConfig, "rd": RDConfig}
-
 # Config fields whose change does not alter the numbers of a resumed run (the teacher is
 # compared by content, not by path).
 PATH_FIELDS = ("teacher",)
@@ -99,12 +107,6 @@ PATH_FIELDS = ("teacher",)
 
 def option_name(field: str) -> str:
     return "--" + field.replace("_", "-")
-
-
-def config_from_dict(d: dict) -> TrainConfig:
-    cls = CONFIGS[d["stage"]]
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def differences(saved: TrainConfig, new: TrainConfig) -> list[str]:

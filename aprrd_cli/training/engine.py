@@ -1,6 +1,7 @@
 """The ONE training engine. A stage (APR or RD) hands it a network, its loss and its random
-generators; the engine owns everything else: Adam and the cosine schedule, mixed precision,
-DDP, checkpoints and resuming, signals, the NaN guard, logs, the progress bar.
+generators; the engine owns everything else: the optimiser and schedule (``schedule``), mixed
+precision, DDP, checkpoints and resuming (``state``), signals, the NaN guard, validation,
+logs and the progress display.
 
 Determinism: a step's batch is a pure function of (seed, step) (the data sampler), the APR
 draw / recharge choice come from the stage's own generators, which the checkpoint saves
@@ -12,14 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from rich.progress import TextColumn
@@ -28,14 +27,19 @@ from torch import nn
 from aprrd_cli.console import console, duration, progress, warn
 from aprrd_cli.device import autocast, is_main
 from aprrd_cli.errors import AprrdError
-from aprrd_cli.fsutil import remove_partials
-from aprrd_cli.interrupts import hold_signals
-from aprrd_cli.models.checkpoint import model_payload, read_raw, save_model, save_payload
-from aprrd_cli.training.config import TrainConfig, differences, option_name
+from aprrd_cli.models.checkpoint import model_payload, save_model, save_payload
+from aprrd_cli.training.config import TrainConfig
 from aprrd_cli.training.records import RunLog, collapse_warning, plot, write_json
-
-STATE_FORMAT = "aprrd-training-state"
-BETAS = (0.9, 0.999)
+from aprrd_cli.training.schedule import make_optimizer, make_schedule
+from aprrd_cli.training.state import (
+    STATE_FORMAT,
+    capture_rng,
+    checkpoint_path,
+    remove_leftovers,
+    restore_rng,
+    resume_state,
+)
+from aprrd_cli.utils.interrupts import hold_signals
 
 
 class NonFiniteLoss(AprrdError):
@@ -71,77 +75,54 @@ class TrainResult:
     val: dict | None
 
 
-def checkpoint_path(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints" / "last.pth"
+@dataclass
+class Run:
+    """One run in progress: what is trained and how (fixed once it starts), and where it stands.
 
+    The engine's steps are plain functions of it (``train_step``, ``apply_update``,
+    ``save_checkpoint``, ``validate_now``); an interruption saves what it says.
+    """
 
-def read_state(run_dir: Path) -> dict | None:
-    """The training state of ``RUN/checkpoints/last.pth`` (None when there is none)."""
-    path = checkpoint_path(run_dir)
-    if not path.exists():
-        return None
-    raw = read_raw(path)
-    state = raw.get("training")
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise AprrdError(f"{path} is not an aprrd training checkpoint; choose another --run-dir")
-    return raw
+    stage: Stage
+    cfg: TrainConfig
+    opts: Any
+    device: torch.device
+    precision: str
+    share: tuple[int, int]
+    main: bool  # rank 0: the one process that writes files, logs and the display
+    net: nn.Module  # what the step calls: the model, wrapped in DDP and/or compiled
+    eager: nn.Module  # the same without compilation (the fall-back)
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    log: RunLog | None
+    start: int  # the iteration this process began at
+    stop: int  # the iteration it ends at (--stop-at, or the run's total)
+    log_every: int
+    done: int = 0
+    saved_at: int = 0
+    elapsed_before: float = 0.0  # training time of the earlier processes of this run
+    t0: float = field(default_factory=time.perf_counter)
+    window: list[float] = field(default_factory=list)  # losses since the last log record
+    last_loss: float | None = None
+    last_val: dict | None = None
+    collapse_warned: bool = False
+    drawn_to_done: dict[str, torch.Tensor] = field(default_factory=dict)  # generator states after ``done``
 
+    @property
+    def model(self) -> nn.Module:
+        return self.stage.model
 
-def remove_leftovers(run_dir: Path) -> None:
-    """Delete temporary files a ``kill -9`` during a save left behind (the lock is held)."""
-    remove_partials(run_dir, run_dir / "checkpoints")
+    @property
+    def checkpoint(self) -> Path:
+        return checkpoint_path(Path(self.opts.run_dir))
 
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.t0
 
-# --- random states -------------------------------------------------------------------------
-
-
-def capture_rng(generators: dict[str, torch.Generator]) -> dict:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    out = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss)},
-        "numpy_gauss": float(gauss),
-        "python": list(random.getstate()[1]),
-        "generators": {k: g.get_state() for k, g in generators.items()},
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        out["cuda"] = torch.cuda.get_rng_state_all()
-    return out
-
-
-def restore_rng(state: dict, generators: dict[str, torch.Generator]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    keys = n["keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], state["numpy_gauss"]))
-    random.setstate((3, tuple(state["python"]), None))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    for k, g in generators.items():
-        g.set_state(state["generators"][k])
-
-
-# --- the schedule --------------------------------------------------------------------------
-
-
-def cosine(total: int) -> Callable[[int], float]:
-    """Learning-rate factor of iteration i (0-based): cosine from 1 to 0 over ``total``."""
-
-    def factor(i: int) -> float:
-        return 0.5 * (1.0 + math.cos(math.pi * min(i, total) / total))
-
-    return factor
-
-
-# --- the engine ----------------------------------------------------------------------------
-
-
-def _mean_across_ranks(x: torch.Tensor, world: int) -> torch.Tensor:
-    if world > 1:
-        x = x.clone()
-        dist.all_reduce(x)
-        x /= world
-    return x
+    def remember_draws(self) -> None:
+        """The draw state after iteration ``done``: what an interruption in the next step saves."""
+        self.drawn_to_done = {k: g.get_state() for k, g in self.stage.generators.items()}
 
 
 def nan_advice(precision: str, saved_at: int, ckpt: Path, lr: float) -> str:
@@ -156,51 +137,18 @@ def nan_advice(precision: str, saved_at: int, ckpt: Path, lr: float) -> str:
     return f"the last good checkpoint {ckpt} (iteration {saved_at}) is kept; {', or '.join(fixes)}"
 
 
-def check_resume(saved: dict, cfg: TrainConfig, identity: dict, run_dir: Path) -> None:
-    """Refuse a resume whose numbers would differ from the run it continues."""
-    from aprrd_cli.training.config import config_from_dict
-
-    state = saved["training"]
-    old = config_from_dict(state["config"])
-    if old.stage != cfg.stage:
-        raise AprrdError(
-            f"{run_dir} holds a {old.stage.upper()} run, not {cfg.stage.upper()}; choose another --run-dir"
-        )
-    diff = differences(old, cfg)
-    if diff:
-        raise AprrdError(
-            f"cannot resume {run_dir}: {'; '.join(diff)} differs from the saved run; "
-            "drop the option (resuming keeps the saved values) or start a new --run-dir"
-        )
-    for key, (value, what) in identity.items():
-        before = state.get("identity", {}).get(key)
-        if before is not None and before[0] != value:
-            raise AprrdError(
-                f"cannot resume {run_dir}: {option_name(key)} {what} differs from the one the run started with; "
-                "use the same one or start a new --run-dir"
-            )
-    done = saved.get("iteration") or 0
-    if done >= cfg.iters:
-        raise AprrdError(
-            f"nothing to resume: {run_dir} already finished ({done} of {cfg.iters} iterations); "
-            f"its result is {run_dir / cfg.output}"
-        )
-
-
 def preflight(cfg: TrainConfig, opts) -> None:
-    """Refuse a run that cannot start here before anything heavy happens (identity checks,
-    which need the data and the teacher, come again in ``train``)."""
-    run_dir = Path(opts.run_dir)
-    saved = read_state(run_dir)
-    if opts.resume:
-        if saved is None:
-            raise AprrdError(f"nothing to resume: {checkpoint_path(run_dir)} does not exist; start without --resume")
-        check_resume(saved, cfg, {}, run_dir)
-    elif saved is not None:
-        raise AprrdError(
-            f"{run_dir} already holds a run (checkpoint at iteration {saved.get('iteration')}); "
-            "pass --resume to continue it, or choose another --run-dir"
-        )
+    """Refuse a run that cannot start here before anything heavy happens (the identity of the
+    data and the teacher, which need them loaded, is checked again by ``train``)."""
+    resume_state(cfg, Path(opts.run_dir), opts.resume)
+
+
+def _mean_across_ranks(x: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        x = x.clone()
+        dist.all_reduce(x)
+        x /= world
+    return x
 
 
 def train(
@@ -214,25 +162,48 @@ def train(
     share: tuple[int, int] = (0, 1),
 ) -> TrainResult:
     """Train ``stage.model`` to ``cfg.iters`` (or ``opts.stop_at``), resuming if asked."""
+    run = open_run(stage, cfg, opts, device, precision, share)
+    loader = sampler.loader(run.start, num_workers=opts.workers, pin_memory=device.type == "cuda")
+    columns = (TextColumn("loss {task.fields[loss]}"), TextColumn("lr {task.fields[lr]}"))
+    shown = run.main and opts.show_progress
+    try:
+        with progress("it", *columns) if shown else contextlib.nullcontext() as bar:
+            task = (
+                bar.add_task(stage.title, total=run.stop, completed=run.start, loss="--", lr=f"{cfg.lr:.2e}")
+                if shown
+                else None
+            )
+            for it in range(run.start, run.stop):
+                y = next_batch(loader, it, run)
+                lr = run.opt.param_groups[0]["lr"]
+                value = train_step(run, y, it)
+                apply_update(run, value, lr)
+                if task is not None:
+                    bar.update(task, completed=run.done, loss=f"{value:.4f}", lr=f"{lr:.2e}")
+                if validate is not None and run.main and validation_due(run):
+                    validate_now(run, validate, bar.console.print if task is not None else None)
+                if run.done % opts.save_every == 0 or run.done == run.stop:
+                    save_checkpoint(run)
+    except KeyboardInterrupt:
+        save_interrupted(run)
+        raise
+    return finish(run)
+
+
+def open_run(stage: Stage, cfg: TrainConfig, opts, device: torch.device, precision: str, share: tuple[int, int]) -> Run:
+    """Everything a run needs before its first step: the optimiser and schedule, the checkpoint
+    it continues (after every check), the wrapped network, the log and ``config.json``."""
     rank, world = share
     main = rank == 0 and is_main()
     run_dir = Path(opts.run_dir)
-    ckpt = checkpoint_path(run_dir)
     model = stage.model
     model.train()
-
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=BETAS)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine(cfg.iters))
-    fp16 = precision == "fp16"
-    scaler = torch.amp.GradScaler(device.type, enabled=fp16) if fp16 else None
-    identity = {k: v for k, v in stage.identity.items()}
-
-    saved = read_state(run_dir)
-    start, elapsed_before = 0, 0.0
-    if opts.resume:
-        if saved is None:
-            raise AprrdError(f"nothing to resume: {ckpt} does not exist; start without --resume")
-        check_resume(saved, cfg, identity, run_dir)
+    opt = make_optimizer(model.parameters(), cfg)
+    sched = make_schedule(opt, cfg)
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    saved = resume_state(cfg, run_dir, opts.resume, stage.identity)
+    start, elapsed = 0, 0.0
+    if saved is not None:
         state = saved["training"]
         model.load_state_dict(saved["model_state_dict"])
         opt.load_state_dict(state["optimizer"])
@@ -240,18 +211,10 @@ def train(
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         restore_rng(state["rng"], stage.generators)
-        start = int(saved["iteration"])
-        elapsed_before = float(state.get("elapsed", 0.0))
-    elif saved is not None:
-        raise AprrdError(
-            f"{run_dir} already holds a run (checkpoint at iteration {saved.get('iteration')}); "
-            "pass --resume to continue it, or choose another --run-dir"
-        )
-
+        start, elapsed = int(saved["iteration"]), float(state.get("elapsed", 0.0))
     stop = cfg.iters if opts.stop_at is None else min(opts.stop_at, cfg.iters)
     if stop <= start:
         raise AprrdError(f"--stop-at {opts.stop_at} is not after the checkpoint's iteration {start}", exit_code=2)
-    log_every = opts.log_every or max(1, min(100, cfg.iters // 50))
 
     net: nn.Module = model
     if world > 1:
@@ -262,10 +225,10 @@ def train(
     if opts.compile:
         net = torch.compile(net)
 
+    log = None
     if main:
         remove_leftovers(run_dir)
-    log = RunLog(run_dir / "log.jsonl", start if opts.resume else None) if main else None
-    if main:
+        log = RunLog(run_dir / "log.jsonl", start if opts.resume else None)
         write_json(
             run_dir / "config.json",
             {
@@ -274,160 +237,157 @@ def train(
                 "device": str(device),
                 "precision": precision,
                 "world_size": world,
-                "identity": {k: v[0] for k, v in identity.items()},
+                "identity": {k: v[0] for k, v in stage.identity.items()},
             },
         )
+    log_every = opts.log_every or max(1, min(100, cfg.iters // 50))
+    run = Run(stage, cfg, opts, device, precision, share, main, net, eager, opt, sched, scaler, log, start, stop,
+              log_every, done=start, saved_at=start, elapsed_before=elapsed)  # fmt: skip
+    run.remember_draws()
+    return run
 
-    def state_payload(done: int, elapsed: float) -> dict:
-        return model_payload(
-            model,
-            done,
-            training={
-                "format": STATE_FORMAT,
-                "config": cfg.to_dict(),
-                "identity": {k: list(v) for k, v in identity.items()},
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "rng": capture_rng(stage.generators),
-                "elapsed": elapsed,
-                "world_size": world,
-                "options": opts.to_dict(),
-            },
-        )
 
-    def save(done: int, elapsed: float) -> None:
-        if main:
-            save_payload(ckpt, state_payload(done, elapsed))
-            plot(log.records, run_dir / "loss.png", stage.title)
+def next_batch(loader: Iterator[tuple[int, Any]], it: int, run: Run) -> torch.Tensor:
+    """The batch of iteration ``it`` on the device, in the run's memory layout."""
+    s, y = next(loader)
+    if s != it:
+        raise RuntimeError(f"sampler returned step {s} for iteration {it}")
+    y = y.to(run.device, non_blocking=True)
+    if run.device.type == "cuda" and run.opts.channels_last:
+        y = y.contiguous(memory_format=torch.channels_last)
+    return y
 
-    t0 = time.perf_counter()
-    done, saved_at = start, start
-    # the stage generators' state after iteration ``done``: an interruption in the middle of the next
-    # step has already drawn from them, and the checkpoint must hold the state that step will redraw
-    drawn_to_done = {k: g.get_state() for k, g in stage.generators.items()}
-    window: list[float] = []
-    last_loss: float | None = None
-    last_val: dict | None = None
-    collapse_warned = False
-    first_step = True
 
-    def step(y: torch.Tensor, it: int) -> float:
-        opt.zero_grad(set_to_none=True)
-        with autocast(device, precision):
-            loss = stage.loss(net, y, share)
-        value = _mean_across_ranks(loss.detach().float(), world).item()
-        if not math.isfinite(value):
-            advice = nan_advice(precision, saved_at, ckpt, cfg.lr)
-            raise NonFiniteLoss(f"the loss became {value} at iteration {it + 1}; stopped: {advice}")
-        (scaler.scale(loss) if scaler else loss).backward()
-        return value
-
-    columns = (TextColumn("loss {task.fields[loss]}"), TextColumn("lr {task.fields[lr]}"))
-    bar = progress("it", *columns) if (main and opts.show_progress) else contextlib.nullcontext()
-    loader = sampler.loader(start, num_workers=opts.workers, pin_memory=device.type == "cuda")
+def train_step(run: Run, y: torch.Tensor, it: int) -> float:
+    """Forward and backward of one iteration; returns the loss (the update comes after). The
+    first step under --compile falls back to eager mode, with the same draws, if compiling fails."""
+    if it != run.start or not run.opts.compile:
+        return _forward_backward(run, y, it)
+    before = {k: g.get_state() for k, g in run.stage.generators.items()}
     try:
-        with bar:
-            task = (
-                bar.add_task(stage.title, total=stop, completed=start, loss="--", lr=f"{cfg.lr:.2e}")
-                if main and opts.show_progress
-                else None
-            )
-            for it in range(start, stop):
-                s, y = next(loader)
-                if s != it:
-                    raise RuntimeError(f"sampler returned step {s} for iteration {it}")
-                y = y.to(device, non_blocking=True)
-                if device.type == "cuda" and opts.channels_last:
-                    y = y.contiguous(memory_format=torch.channels_last)
-                lr = opt.param_groups[0]["lr"]
-                if first_step and opts.compile:
-                    before = {k: g.get_state() for k, g in stage.generators.items()}
-                    try:
-                        value = step(y, it)
-                    except NonFiniteLoss:
-                        raise
-                    except Exception as e:  # compilation failed: train eagerly instead
-                        warn(f"--compile failed ({type(e).__name__}: {str(e).strip()[:120]}); training without it")
-                        for k, g in stage.generators.items():
-                            g.set_state(before[k])
-                        net = eager
-                        value = step(y, it)
-                else:
-                    value = step(y, it)
-                first_step = False
-                with hold_signals():  # the update and its records: all of a step or none of it
-                    if scaler is not None:
-                        scaler.step(opt)
-                        scaler.update()
-                    else:
-                        opt.step()
-                    sched.step()
-                    done = it + 1
-                    drawn_to_done = {k: g.get_state() for k, g in stage.generators.items()}
-                    window.append(value)
-                    last_loss = value
-                    elapsed = elapsed_before + time.perf_counter() - t0
-                    if main and (done % log_every == 0 or done == stop):
-                        log.add({"iteration": done, "loss": sum(window) / len(window), "lr": lr, "seconds": elapsed})
-                        window = []
-                if main:
-                    if task is not None:
-                        bar.update(task, completed=done, loss=f"{value:.4f}", lr=f"{lr:.2e}")
-                if (
-                    validate is not None
-                    and main
-                    and ((opts.val_every and done % opts.val_every == 0) or done == cfg.iters)
-                ):
-                    last_val = validate(model)
-                    model.train()
-                    log.add({"iteration": done, "val_psnr": last_val["psnr"], "val_ssim": last_val["ssim"]})
-                    if task is not None:
-                        bar.console.print(
-                            f"iteration {done}: validation PSNR {last_val['psnr']:.2f} dB, SSIM {last_val['ssim']:.4f}"
-                        )
-                    if not collapse_warned and (collapsed := collapse_warning(log.records)):
-                        collapse_warned = True  # once a run: the user has been told
-                        warn(collapsed)
-                if done % opts.save_every == 0 or done == stop:
-                    save(done, elapsed)
-                    saved_at = done
-    except KeyboardInterrupt:
-        for k, g in stage.generators.items():  # undo the draws of the step that did not finish
-            g.set_state(drawn_to_done[k])
-        if done > saved_at:
-            save(done, elapsed_before + time.perf_counter() - t0)
-            saved_at = done
-        if main:
-            console.print(
-                f"{stage.title}: interrupted after iteration {done} of {cfg.iters}; checkpoint {ckpt}; "
-                "continue with the same command and --resume"
-            )
+        return _forward_backward(run, y, it)
+    except NonFiniteLoss:
         raise
+    except Exception as e:  # compilation failed: train eagerly instead
+        warn(f"--compile failed ({type(e).__name__}: {str(e).strip()[:120]}); training without it")
+        for k, g in run.stage.generators.items():
+            g.set_state(before[k])
+        run.net = run.eager
+        return _forward_backward(run, y, it)
 
-    seconds = elapsed_before + time.perf_counter() - t0
-    finished = done >= cfg.iters
-    output = run_dir / cfg.output if finished else None
-    if main:
+
+def _forward_backward(run: Run, y: torch.Tensor, it: int) -> float:
+    run.opt.zero_grad(set_to_none=True)
+    with autocast(run.device, run.precision):
+        loss = run.stage.loss(run.net, y, run.share)
+    value = _mean_across_ranks(loss.detach().float(), run.share[1]).item()
+    if not math.isfinite(value):
+        advice = nan_advice(run.precision, run.saved_at, run.checkpoint, run.cfg.lr)
+        raise NonFiniteLoss(f"the loss became {value} at iteration {it + 1}; stopped: {advice}")
+    (run.scaler.scale(loss) if run.scaler else loss).backward()
+    return value
+
+
+def apply_update(run: Run, value: float, lr: float) -> None:
+    """The optimiser step and its records: all of a step or none of it, whatever signal comes."""
+    with hold_signals():
+        if run.scaler is not None:
+            run.scaler.step(run.opt)
+            run.scaler.update()
+        else:
+            run.opt.step()
+        run.sched.step()
+        run.done += 1
+        run.remember_draws()
+        run.window.append(value)
+        run.last_loss = value
+        if run.main and (run.done % run.log_every == 0 or run.done == run.stop):
+            record = {"iteration": run.done, "loss": sum(run.window) / len(run.window), "lr": lr}
+            run.log.add({**record, "seconds": run.elapsed()})
+            run.window = []
+
+
+def validation_due(run: Run) -> bool:
+    every = run.opts.val_every
+    return bool(every and run.done % every == 0) or run.done == run.cfg.iters
+
+
+def validate_now(run: Run, validate: Callable[[nn.Module], dict], report: Callable[[str], None] | None) -> None:
+    """Score the model, log it, and warn once when the score collapsed (docs/training.md)."""
+    run.last_val = validate(run.model)
+    run.model.train()
+    psnr, ssim = run.last_val["psnr"], run.last_val["ssim"]
+    run.log.add({"iteration": run.done, "val_psnr": psnr, "val_ssim": ssim})
+    if report is not None:
+        report(f"iteration {run.done}: validation PSNR {psnr:.2f} dB, SSIM {ssim:.4f}")
+    if not run.collapse_warned and (collapsed := collapse_warning(run.log.records)):
+        run.collapse_warned = True  # once a run: the user has been told
+        warn(collapsed)
+
+
+def save_checkpoint(run: Run) -> None:
+    """``RUN/checkpoints/last.pth`` at iteration ``done`` (rank 0), and the loss plot."""
+    if run.main:
+        training = {
+            "format": STATE_FORMAT,
+            "config": run.cfg.to_dict(),
+            "identity": {k: list(v) for k, v in run.stage.identity.items()},
+            "optimizer": run.opt.state_dict(),
+            "scheduler": run.sched.state_dict(),
+            "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+            "rng": capture_rng(run.stage.generators),
+            "elapsed": run.elapsed(),
+            "world_size": run.share[1],
+            "options": run.opts.to_dict(),
+        }
+        save_payload(run.checkpoint, model_payload(run.model, run.done, training=training))
+        plot(run.log.records, Path(run.opts.run_dir) / "loss.png", run.stage.title)
+    run.saved_at = run.done
+
+
+def save_interrupted(run: Run) -> None:
+    """Ctrl-C or SIGTERM: a checkpoint at the last completed iteration, with the draw state that
+    the interrupted step will redraw, so that the resumed run repeats the uninterrupted one."""
+    for k, g in run.stage.generators.items():
+        g.set_state(run.drawn_to_done[k])
+    if run.done > run.saved_at:
+        save_checkpoint(run)
+    if run.main:
+        console.print(
+            f"{run.stage.title}: interrupted after iteration {run.done} of {run.cfg.iters}; checkpoint "
+            f"{run.checkpoint}; continue with the same command and --resume"
+        )
+
+
+def finish(run: Run) -> TrainResult:
+    """The final model file when the run reached its total, and the summary lines."""
+    finished = run.done >= run.cfg.iters
+    output = Path(run.opts.run_dir) / run.cfg.output if finished else None
+    if run.main:
         if finished:
-            save_model(output, model, done, training=cfg.to_dict(), **stage.meta)
-        _summary(stage, cfg, start, done, seconds, time.perf_counter() - t0, log, ckpt, output, last_val)
-    return TrainResult(done, cfg.iters, finished, output, ckpt, seconds, last_loss, last_val)
+            save_model(output, run.model, run.done, training=run.cfg.to_dict(), **run.stage.meta)
+        _summary(run, output)
+    return TrainResult(
+        run.done, run.cfg.iters, finished, output, run.checkpoint, run.elapsed(), run.last_loss, run.last_val
+    )
 
 
-def _summary(stage, cfg, start, done, seconds, this_run, log, ckpt, output, val) -> None:
-    rate = (done - start) / this_run if this_run > 0 else 0.0
-    rec = log.last("loss") if log else None
+def _summary(run: Run, output: Path | None) -> None:
+    this_run = time.perf_counter() - run.t0
+    rate = (run.done - run.start) / this_run if this_run > 0 else 0.0
+    rec = run.log.last("loss") if run.log else None
     parts = [
-        f"{stage.title}: {done - start} iterations in {duration(this_run)} ({rate:.2f} it/s)",
-        f"at {done} of {cfg.iters}",
+        f"{run.stage.title}: {run.done - run.start} iterations in {duration(this_run)} ({rate:.2f} it/s)",
+        f"at {run.done} of {run.cfg.iters}",
     ]
     if rec:
         parts.append(f"loss {rec['loss']:.4f}")
-    if val:
-        parts.append(f"validation PSNR {val['psnr']:.2f} dB / SSIM {val['ssim']:.4f}")
+    if run.last_val:
+        parts.append(f"validation PSNR {run.last_val['psnr']:.2f} dB / SSIM {run.last_val['ssim']:.4f}")
     console.print(", ".join(parts))
     if output is not None:
-        console.print(f"finished in {duration(seconds)} of training; result -> {output}")
+        console.print(f"finished in {duration(run.elapsed())} of training; result -> {output}")
     else:
-        console.print(f"stopped at iteration {done} (--stop-at); checkpoint {ckpt}; continue with --resume")
+        console.print(
+            f"stopped at iteration {run.done} (--stop-at); checkpoint {run.checkpoint}; continue with --resume"
+        )

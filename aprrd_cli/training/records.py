@@ -11,7 +11,7 @@ import json
 import math
 from pathlib import Path
 
-from aprrd_cli.fsutil import atomic_path, atomic_write_text
+from aprrd_cli.utils.atomic import atomic_path, atomic_write_text
 
 
 def write_json(path: Path, obj: dict) -> None:

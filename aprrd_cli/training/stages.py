@@ -17,9 +17,7 @@ import torch
 from rich.markup import escape
 from torch import nn
 
-from aprrd_cli.apr import apr_step_loss
 from aprrd_cli.console import console, warn
-from aprrd_cli.data.lock import DirLock
 from aprrd_cli.data.store import TrainStore
 from aprrd_cli.device import (
     cleanup_distributed,
@@ -30,11 +28,14 @@ from aprrd_cli.device import (
     set_threads,
 )
 from aprrd_cli.errors import AprrdError
+from aprrd_cli.losses.apr import apr_step_loss
+from aprrd_cli.losses.rd import rd_step_loss
 from aprrd_cli.models import ATBSN, STUDENTS, build, count_params
 from aprrd_cli.models.checkpoint import load_model
-from aprrd_cli.recharge import rd_step_loss
 from aprrd_cli.training.config import APRConfig, RDConfig, RunOptions, TrainConfig
-from aprrd_cli.training.engine import Stage, TrainResult, preflight, read_state, train
+from aprrd_cli.training.engine import Stage, TrainResult, preflight, train
+from aprrd_cli.training.state import read_state
+from aprrd_cli.utils.locks import DirLock
 
 # Offsets that decorrelate the stage's generator from the sampler's and the weights' seeds.
 DRAW_SEED_OFFSET = 0x5EED_A9
@@ -126,8 +127,9 @@ def _without_small_images(store: TrainStore, patch: int, data: Path, announce: b
 
 def make_validator(val: str, prep: Path, device: torch.device) -> Callable[[nn.Module], dict]:
     """Validation PSNR/SSIM on a folder of pairs or on SIDD validation (one block per image)."""
-    from aprrd_cli.evaluate import load_pairs, score_model
-    from aprrd_cli.infer import Denoiser
+    from aprrd_cli.data.pairs import load_pairs
+    from aprrd_cli.evaluation.protocols import score_model
+    from aprrd_cli.inference import Denoiser
 
     if val == "sidd-val":
         from aprrd_cli.data.store import open_eval_set
@@ -159,7 +161,8 @@ def _setup(opts: RunOptions, cfg: TrainConfig) -> tuple[int, int, torch.device, 
     return rank, world, device, precision
 
 
-def _prepare(model: nn.Module, device: torch.device, opts: RunOptions) -> nn.Module:
+def prepare_model(model: nn.Module, device: torch.device, opts: RunOptions) -> nn.Module:
+    """A network on the training device, in the memory layout the run asks for."""
     model = model.to(device)
     if device.type == "cuda" and opts.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -169,17 +172,27 @@ def _prepare(model: nn.Module, device: torch.device, opts: RunOptions) -> nn.Mod
 def _announce(title: str, cfg: TrainConfig, model: nn.Module, device, precision: str, world: int, opts) -> None:
     console.print(
         f"{title}: {count_params(model):,} parameters; {cfg.iters:,} iterations of batch {cfg.batch_size} "
-        f"x {cfg.patch_size}^2, lr {cfg.lr:g} cosine; {describe(device)}, {precision}"
+        f"x {cfg.patch_size}^2, lr {cfg.lr:g} cosine{f' after {cfg.warmup} warm-up' if cfg.warmup else ''}; "
+        f"{describe(device)}, {precision}"
         + (f", {world} processes (DDP)" if world > 1 else "")
         + f"; run folder {opts.run_dir}"
     )
 
 
-def _run(cfg: TrainConfig, opts: RunOptions, build_stage) -> TrainResult:
+COMMANDS = {"apr": "train-apr", "rd": "distill"}
+
+
+def run_stage(
+    cfg: TrainConfig, opts: RunOptions, build_stage: Callable[[torch.device, TrainStore], Stage]
+) -> TrainResult:
+    """Run a stage from start to end: the process set-up, the checks before heavy work, the run
+    folder's lock, the data and validation, then the engine. ``build_stage(device, store)``
+    makes the stage's network, loss and generators: the entry point of every stage, the study's
+    baselines included."""
     rank, world, device, precision = _setup(opts, cfg)
     main = rank == 0
     try:
-        with run_lock(opts.run_dir, f"aprrd {'train-apr' if cfg.stage == 'apr' else 'distill'}", main):
+        with run_lock(opts.run_dir, f"aprrd {COMMANDS.get(cfg.stage, cfg.stage)}", main):
             preflight(cfg, opts)
             store, sampler = _open_data(opts, cfg, rank, world)
             validate = make_validator(opts.val, Path(opts.data), device) if (opts.val and main) else None
@@ -194,7 +207,7 @@ def _run(cfg: TrainConfig, opts: RunOptions, build_stage) -> TrainResult:
 def apr_stage(cfg: APRConfig, device: torch.device, opts: RunOptions, data_id: str = "") -> Stage:
     """The APR stage: a fresh AT-BSN (seeded), L_APR and the APR draw's generator."""
     torch.manual_seed(cfg.seed)
-    model = _prepare(ATBSN(width=cfg.width), device, opts)
+    model = prepare_model(ATBSN(width=cfg.width), device, opts)
     gen = generator(device, cfg.seed)
 
     def loss(net: nn.Module, y: torch.Tensor, share: tuple[int, int]) -> torch.Tensor:
@@ -205,7 +218,7 @@ def apr_stage(cfg: APRConfig, device: torch.device, opts: RunOptions, data_id: s
 
 def train_apr(cfg: APRConfig, opts: RunOptions) -> TrainResult:
     """Train the teacher with L_APR; writes ``RUN/teacher.pth``."""
-    return _run(cfg, opts, lambda device, store: apr_stage(cfg, device, opts, data_digest(store)))
+    return run_stage(cfg, opts, lambda device, store: apr_stage(cfg, device, opts, data_digest(store)))
 
 
 def load_teacher(path: Path) -> tuple[nn.Module, str]:
@@ -222,8 +235,8 @@ def rd_stage(
 ) -> Stage:
     """The RD stage: a fresh student (seeded), the frozen teacher, L_RD and the Recharger's generator."""
     torch.manual_seed(cfg.seed)
-    student = _prepare(build(STUDENTS[cfg.student], width=cfg.width), device, opts)
-    frozen = _prepare(teacher, device, opts)
+    student = prepare_model(build(STUDENTS[cfg.student], width=cfg.width), device, opts)
+    frozen = prepare_model(teacher, device, opts)
     gen = generator(device, cfg.seed)
 
     def loss(net: nn.Module, y: torch.Tensor, share: tuple[int, int]) -> torch.Tensor:
@@ -250,7 +263,18 @@ def distill(cfg: RDConfig, opts: RunOptions) -> TrainResult:
             "by default), or pass --teacher PATH"
         )
     teacher, digest = load_teacher(Path(cfg.teacher))
-    return _run(cfg, opts, lambda device, store: rd_stage(cfg, device, opts, teacher, digest, data_digest(store)))
+    return run_stage(cfg, opts, lambda device, store: rd_stage(cfg, device, opts, teacher, digest, data_digest(store)))
 
 
-__all__ = ["apr_stage", "distill", "load_teacher", "rd_stage", "saved_config", "saved_options", "train_apr"]
+__all__ = [
+    "apr_stage",
+    "data_digest",
+    "distill",
+    "load_teacher",
+    "prepare_model",
+    "rd_stage",
+    "run_stage",
+    "saved_config",
+    "saved_options",
+    "train_apr",
+]

@@ -1,0 +1,107 @@
+"""APR, the Adjacent Pixel Replacer, and its loss (docs/method.md section 3).
+
+Every pixel of every image independently draws one ordered pair of DIFFERENT offsets
+``(o1, o2)`` of the 3x3 window (72 pairs; the centre may be one of them). ``h1`` moves the
+pixel at ``clamp(p + o1)`` to ``p``, ``h2`` the one at ``clamp(p + o2)``, all channels
+together, and the same draw is applied to the noisy batch ``y`` and to the teacher's
+output ``f(y)``. The draw is a pure function of an explicit ``torch.Generator`` so that
+tests can pin it and a resumed run repeats it; the gathers run on the tensors' device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from aprrd_cli.models.constants import TRAIN_SHIFT
+
+GAMMA = 4.0
+
+# The 9 offsets (drow, dcol) of the 3x3 window and the 72 ordered pairs of distinct ones.
+OFFSETS = torch.tensor([(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)], dtype=torch.long)
+PAIRS = torch.tensor([(i, j) for i in range(9) for j in range(9) if i != j], dtype=torch.long)
+N_PAIRS = len(PAIRS)  # 72
+
+
+@dataclass(frozen=True)
+class APRDraw:
+    """One draw for a batch: flat source indices (``B x H*W``) of ``h1`` and ``h2``."""
+
+    pair: torch.Tensor  # B x H x W, the drawn pair's number in PAIRS (0..71)
+    src1: torch.Tensor  # B x H*W, flat index of the pixel h1 puts at each position
+    src2: torch.Tensor  # B x H*W, same for h2
+
+    def h1(self, x: torch.Tensor) -> torch.Tensor:
+        return replace(x, self.src1)
+
+    def h2(self, x: torch.Tensor) -> torch.Tensor:
+        return replace(x, self.src2)
+
+    def rows(self, start: int, stop: int) -> APRDraw:
+        """The draw of images ``start:stop`` of the batch (a DDP rank's share)."""
+        return APRDraw(self.pair[start:stop], self.src1[start:stop], self.src2[start:stop])
+
+
+def draw(batch: int, height: int, width: int, generator: torch.Generator) -> APRDraw:
+    """Draw an offset pair for every pixel, on the generator's device."""
+    dev = generator.device
+    pair = torch.randint(0, N_PAIRS, (batch, height, width), generator=generator, device=dev)
+    pairs, offsets = PAIRS.to(dev), OFFSETS.to(dev)
+    rows = torch.arange(height, device=dev).view(1, height, 1)
+    cols = torch.arange(width, device=dev).view(1, 1, width)
+
+    def source(which: int) -> torch.Tensor:
+        off = offsets[pairs[pair, which]]  # B x H x W x 2
+        r = (rows + off[..., 0]).clamp_(0, height - 1)
+        c = (cols + off[..., 1]).clamp_(0, width - 1)
+        return (r * width + c).view(batch, height * width)
+
+    return APRDraw(pair, source(0), source(1))
+
+
+def replace(x: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """``out[b, :, p] = x[b, :, src[b, p]]``: move whole pixels (all channels) at once."""
+    b, c, h, w = x.shape
+    index = src.to(x.device).unsqueeze(1).expand(b, c, h * w)
+    return x.reshape(b, c, h * w).gather(2, index).view(b, c, h, w)
+
+
+def apr_loss(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor, gamma: float = GAMMA) -> torch.Tensor:
+    """``mean|a - b| + gamma * mean|a - b - (c - d)|`` with a = f(h1(y)), b = h2(y), c = h1(f(y)), d = h2(f(y))."""
+    diff = a - b
+    return diff.abs().mean() + gamma * (diff - (c - d)).abs().mean()
+
+
+def apr_step_loss(
+    model: nn.Module,
+    y: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    gamma: float = GAMMA,
+    shift: int = TRAIN_SHIFT,
+    stop_grad: bool = False,
+    share: tuple[int, int] = (0, 1),
+) -> torch.Tensor:
+    """L_APR of one training batch (both teacher calls at shift factor 5), in float32
+    even when the network runs under autocast.
+
+    ``share = (rank, world_size)``: under DDP each rank holds a slice of the global batch;
+    the draw is made for the whole global batch (same generator on every rank) and the
+    rank takes its rows, so W ranks see exactly the draw one process would.
+    ``stop_grad`` computes ``f(y)`` without gradients: a documented departure from the
+    reference (cheaper; off by default).
+    """
+    rank, world = share
+    b, _, h, w = y.shape
+    d = draw(b * world, h, w, generator).rows(rank * b, (rank + 1) * b)
+    h1y = d.h1(y)
+    if stop_grad:
+        with torch.no_grad():
+            fy = model(y, shift).float()
+        fh1 = model(h1y, shift).float()
+    else:
+        # one forward over [h1(y); y]: both calls share the pass and gradients flow through both
+        fh1, fy = model(torch.cat((h1y, y), 0), shift).float().split(b, 0)
+    return apr_loss(fh1, d.h2(y), d.h1(fy), d.h2(fy), gamma)

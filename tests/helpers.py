@@ -1,0 +1,84 @@
+"""Helpers the test modules share: where the reference files are, tiny images and files in
+the real formats, and reading the one-line messages. Fixtures live in ``conftest.py``."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+REFERENCE = SHARED / "reference"
+REAL = SHARED / "data" / "real"
+
+
+def need(path: Path) -> Path:
+    """Skip the calling test, with the reason, when a shared file is missing."""
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the reference files live in ../shared beside the repo")
+    return path
+
+
+def flat(text: str) -> str:
+    """The console wraps long lines; compare messages with single spaces."""
+    return " ".join(text.split())
+
+
+def one_line(err: str) -> str:
+    """The last non-empty line of a command's stderr (its one error line), after checking there is
+    no traceback."""
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert lines and "Traceback" not in err, err
+    return lines[-1]
+
+
+def rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A random 8-bit RGB image."""
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """The signature and IHDR of an 8-bit RGB PNG declaring this size, and nothing else."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    crc = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + crc
+
+
+def matlab73(path: Path) -> h5py.File:
+    """An HDF5 file with MATLAB's 512-byte user block, as ``save -v7.3`` writes it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return h5py.File(path, "w", userblock_size=512)
+
+
+def stamp_matlab_header(path: Path) -> None:
+    text = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 ."
+    header = text.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM"
+    with open(path, "r+b") as f:
+        f.write(header.ljust(512, b"\x00"))
+
+
+def write_dnd(root: Path, images: list[np.ndarray], boxes: list[np.ndarray]) -> None:
+    """dnd_2017/info.mat (cell of object references, arrays transposed) and images_srgb/NNNN.mat."""
+    d = root / "dnd_2017"
+    info = d / "info.mat"
+    with matlab73(info) as f:
+        refs = f.create_group("#refs#")
+        cell = [refs.create_dataset(f"b{i}", data=b.T.astype(np.float64)).ref for i, b in enumerate(boxes)]
+        bb = f.create_group("info").create_dataset("boundingboxes", shape=(1, len(cell)), dtype=h5py.ref_dtype)
+        bb[0, :] = cell
+    stamp_matlab_header(info)
+    for i, img in enumerate(images):
+        p = d / "images_srgb" / f"{i + 1:04d}.mat"
+        with matlab73(p) as f:
+            f.create_dataset("InoisySRGB", data=img.T)  # MATLAB H x W x 3 -> HDF5 3 x W x H
+        stamp_matlab_header(p)
+
+
+def dnd_crop(img: np.ndarray, box) -> np.ndarray:
+    x1, y1, x2, y2 = box  # as DND's own script: x along rows, 1-based inclusive
+    return img[x1 - 1 : x2, y1 - 1 : y2]

@@ -1,0 +1,93 @@
+"""The layout of the package (docs/architecture.md): every module imports only its own layer or
+the ones below it, never in a circle, and the installed package holds no tooling."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.helpers import REPO
+
+PACKAGE = REPO / "aprrd_cli"
+# from the bottom up; a module may import its own layer and those below
+LAYERS = (
+    ("aprrd_cli", "aprrd_cli.errors", "aprrd_cli.console"),
+    ("aprrd_cli.utils",),
+    ("aprrd_cli.device",),
+    ("aprrd_cli.models",),
+    ("aprrd_cli.losses",),
+    ("aprrd_cli.data",),
+    ("aprrd_cli.inference",),
+    ("aprrd_cli.evaluation",),
+    ("aprrd_cli.training",),
+    ("aprrd_cli.denoise",),
+    ("aprrd_cli.app", "aprrd_cli.commands", "aprrd_cli.cli", "aprrd_cli.demo", "aprrd_cli.__main__"),
+)
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for p in PACKAGE.rglob("*.py"):
+        name = ".".join(p.relative_to(REPO).with_suffix("").parts)
+        out[name.removesuffix(".__init__")] = p
+    return out
+
+
+def imports(path: Path, known: dict[str, Path]) -> set[str]:
+    """The package's modules that ``path`` imports, at the top or inside functions."""
+    deps = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("aprrd_cli"):
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                deps.add(full if full in known else node.module)
+        elif isinstance(node, ast.Import):
+            deps.update(a.name for a in node.names if a.name.startswith("aprrd_cli"))
+    return {d for d in deps if d in known}
+
+
+def layer(module: str) -> int:
+    def within(p: str) -> bool:
+        return module == p or (p != "aprrd_cli" and module.startswith(p + "."))
+
+    found = [i for i, group in enumerate(LAYERS) for p in group if within(p)]
+    assert found, f"{module} belongs to no layer of docs/architecture.md; add it there and here"
+    return max(found)
+
+
+def test_no_module_imports_upward() -> None:
+    known = modules()
+    upward = [
+        f"{m} -> {d}" for m, p in sorted(known.items()) for d in sorted(imports(p, known) - {m}) if layer(d) > layer(m)
+    ]
+    assert upward == []
+
+
+def test_no_import_cycle() -> None:
+    known = modules()
+    graph = {m: imports(p, known) - {m} for m, p in known.items()}
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for d in sorted(graph[m]):
+            if state.get(d) == 1:
+                cycles.append([*path[path.index(d) :], d])
+            elif d not in state:
+                visit(d, [*path, d])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert cycles == []
+
+
+def test_the_package_holds_no_tooling_and_cites_its_own_docs() -> None:
+    assert not (PACKAGE / "bench").exists() and not (PACKAGE / "study").exists()
+    assert (REPO / "benchmarks" / "__main__.py").is_file()
+    assert (REPO / "experiments" / "study" / "__main__.py").is_file()
+    stale = [str(p.relative_to(REPO)) for p in PACKAGE.rglob("*.py") if "METHOD section" in p.read_text()]
+    assert stale == []  # citations point at docs/method.md, which the repository holds
+    assert (REPO / "docs" / "method.md").is_file() and (REPO / "docs" / "architecture.md").is_file()
