@@ -1,10 +1,11 @@
-# Set-up and everyday targets. Every target creates the virtual environment it needs.
+# Set-up and everyday targets. Every target creates the virtual environment it needs, except
+# gpu-check, which runs where nothing can be installed (a GPU machine without network).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo bench results lint format clean
+.PHONY: setup test demo bench results lint format clean gpu-check gpu-photos
 
 setup: $(STAMP)
 
@@ -31,6 +32,21 @@ RESULTS_ARGS ?= --set all --iters 80 --batch-size 1 --patch-size 128 --lr 1e-3 -
 results: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[results]'
 	$(BIN)/python -m experiments.study --out runs/study $(RESULTS_ARGS)
+
+# The GPU check (benchmarks/gpu_check): proves and measures the GPU paths in one command, with the
+# machine's own Python and PyTorch (PYTHONPATH=., no pip install). `make gpu-photos` first, here,
+# copies the real photos and the official student it uses into .gpu-carry/ (git-ignored: carry it).
+GPU_OUT ?= gpu-check-out
+gpu-check:
+	PYTHONPATH=. $(PY) -m benchmarks.gpu_check --out $(GPU_OUT)
+
+SHARED ?= ../shared
+gpu-photos:
+	mkdir -p .gpu-carry/real
+	cp -r $(SHARED)/data/real/cc15 $(SHARED)/data/real/sidd7 .gpu-carry/real/
+	cp $(SHARED)/reference/nbsn_1.00M_sidd_medium.pth .gpu-carry/
+	chmod -R u+w .gpu-carry
+	du -sh .gpu-carry
 
 CODE := aprrd_cli tests benchmarks experiments
 

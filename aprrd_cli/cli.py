@@ -31,6 +31,7 @@ from rich.markup import escape  # noqa: E402
 
 from aprrd_cli.app import app  # noqa: E402
 from aprrd_cli.console import console  # noqa: E402
+from aprrd_cli.device import out_of_memory_message  # noqa: E402
 from aprrd_cli.errors import AprrdError  # noqa: E402
 from aprrd_cli.utils.allocator import keep_freed_memory  # noqa: E402
 
@@ -76,6 +77,25 @@ INTERRUPT_HINTS = {
 }
 
 
+# What to lower when a command runs out of GPU memory
+MEMORY_ADVICE = {
+    "train-apr": "lower --batch-size or --patch-size (or train on more GPUs with torchrun)",
+    "distill": "lower --batch-size or --patch-size (or train on more GPUs with torchrun)",
+    "denoise": "lower --tile (e.g. --tile 512), or use --device cpu",
+    "evaluate": "lower --batch-size or --tile (e.g. --tile 512), or use --device cpu",
+}
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    import torch
+
+    return isinstance(e, getattr(torch, "OutOfMemoryError", ())) or "CUDA out of memory" in str(e)
+
+
+def _memory_advice(args: list[str]) -> str:
+    return next((MEMORY_ADVICE[a] for a in args if a in MEMORY_ADVICE), "lower the batch or tile size")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call this in-process)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -116,9 +136,15 @@ def _main(args: list[str], debug: bool) -> int:
     except Exception as e:  # a bug of ours: still one line, unless --debug
         if debug:
             traceback.print_exc()
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        console.print(f"[red]internal error:[/red] {type(e).__name__}: {first[:200]} (run with --debug for details)")
-        code = 3
+        if _is_out_of_memory(e):  # not a bug: the work does not fit the GPU
+            console.print(f"[red]error:[/red] {escape(out_of_memory_message(e, _memory_advice(args)))}")
+            code = 1
+        else:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            console.print(
+                f"[red]internal error:[/red] {type(e).__name__}: {first[:200]} (run with --debug for details)"
+            )
+            code = 3
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

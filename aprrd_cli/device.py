@@ -11,7 +11,7 @@ import torch
 
 from aprrd_cli.errors import DeviceError
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -53,21 +53,72 @@ def default_precision(device: torch.device) -> str:
 
 
 def resolve_precision(precision: str | None, device: torch.device) -> str:
+    """``auto`` made concrete, or the precision asked for, refused where the device lacks it.
+
+    fp32 is true IEEE fp32 (TF32 off on GPUs); tf32 keeps fp32 storage but lets an Ampere or
+    later GPU compute convolutions and matrix products in TF32; bf16 and fp16 are autocast
+    (the losses stay fp32), fp16 with a gradient scaler.
+    """
     if precision is None or precision == "auto":
         return default_precision(device)
     if precision not in PRECISIONS:
-        raise DeviceError(f"unknown precision {precision!r}; use fp32, bf16 or fp16", exit_code=2)
+        raise DeviceError(f"unknown precision {precision!r}; use fp32, tf32, bf16 or fp16", exit_code=2)
     if precision == "fp16" and device.type == "cpu":
         raise DeviceError("fp16 is not supported on the CPU; use --precision fp32 or bf16", exit_code=2)
+    if precision == "tf32" and device.type != "cuda":
+        raise DeviceError("tf32 is a mode of NVIDIA GPUs; on this device use --precision fp32 or bf16", exit_code=2)
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise DeviceError("this GPU does not support bf16; use --precision fp16 or fp32", exit_code=2)
     return precision
 
 
+def set_fp32_math(precision: str) -> None:
+    """TF32 for fp32 convolutions and matrix products only when ``precision`` is tf32.
+
+    PyTorch lets cuDNN use TF32 for fp32 convolutions by default, so an "fp32" run on an
+    Ampere or later GPU would silently be TF32 (10 bits of mantissa). Only CUDA reads these
+    settings; the CPU's fp32 is unaffected.
+    """
+    mode = "tf32" if precision == "tf32" else "ieee"
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
+        conv.fp32_precision = mode
+        torch.backends.cuda.matmul.fp32_precision = mode
+    else:
+        torch.backends.cudnn.allow_tf32 = mode == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
+
+
+def set_determinism(device: torch.device, deterministic: bool) -> None:
+    """Deterministic kernels when asked (a resumed GPU run then repeats the uninterrupted one bit
+    for bit, at some cost in speed); otherwise cuDNN picks the fastest kernels for the fixed
+    training shapes (``cudnn.benchmark``). The CPU is deterministic either way."""
+    torch.use_deterministic_algorithms(deterministic)
+    if device.type != "cuda":
+        return
+    if deterministic:  # cuBLAS needs a fixed workspace to be deterministic (before its first use)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def use_device(device: torch.device) -> None:
+    """Make ``device`` the current CUDA device, so that nothing (the pinned-memory thread, a
+    library's default allocation) opens a context on GPU 0 when another GPU was asked for."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+
+def out_of_memory_message(e: BaseException, what: str) -> str:
+    """A GPU out-of-memory error as one line saying what to lower."""
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return f"the GPU ran out of memory ({first[:120]}); {what}"
+
+
 @contextlib.contextmanager
 def autocast(device: torch.device, precision: str) -> Iterator[None]:
-    """Mixed precision for ``bf16``/``fp16``; a no-op for ``fp32``."""
-    if precision == "fp32":
+    """Mixed precision for ``bf16``/``fp16``; a no-op for ``fp32`` and ``tf32``."""
+    if precision in ("fp32", "tf32"):
         yield
         return
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
@@ -89,11 +140,18 @@ def describe(device: torch.device) -> str:
 # torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them training runs as one process.
 
 
+DDP_TIMEOUT_MINUTES = 60.0  # a collective may wait this long (rank 0 validating, saving) before failing
+
+
 def init_distributed(device: str = "auto") -> tuple[int, int, int]:
     """Join torchrun's process group: ``(rank, world_size, local_rank)``; ``(0, 1, 0)`` alone.
 
-    NCCL when the ranks train on CUDA GPUs (each rank on ``cuda:LOCAL_RANK``), gloo otherwise.
+    NCCL when the ranks train on CUDA GPUs (each rank on ``cuda:LOCAL_RANK``, so a node needs
+    at least as many GPUs as processes), gloo otherwise. Collectives wait up to
+    ``APRRD_DDP_TIMEOUT_MINUTES`` (60): the other ranks wait while rank 0 validates.
     """
+    import datetime
+
     import torch.distributed as dist
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -103,8 +161,17 @@ def init_distributed(device: str = "auto") -> tuple[int, int, int]:
     if not dist.is_initialized():
         use_cuda = torch.cuda.is_available() and device.strip().lower() not in ("cpu", "mps")
         if use_cuda:
+            gpus = torch.cuda.device_count()
+            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(local + 1)))
+            if local >= gpus:
+                raise DeviceError(
+                    f"torchrun started {local_world} processes on this machine but only {gpus} GPU(s) are visible, "
+                    f"so process {local} has none (NCCL cannot share a GPU between processes); use --nproc-per-node "
+                    f"{gpus} or fewer, or --device cpu"
+                )
             torch.cuda.set_device(local)
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        minutes = float(os.environ.get("APRRD_DDP_TIMEOUT_MINUTES", DDP_TIMEOUT_MINUTES))
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=minutes))
     return dist.get_rank(), dist.get_world_size(), local
 
 
@@ -115,9 +182,24 @@ def is_main() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-def cleanup_distributed() -> None:
-    """Leave the process group (no-op when not distributed)."""
+def barrier() -> None:
+    """Wait for every rank (no-op when not distributed): the others wait here, at a known point,
+    while rank 0 validates or writes a checkpoint."""
     import torch.distributed as dist
 
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def cleanup_distributed(interrupted: bool = False) -> None:
+    """Leave the process group (no-op when not distributed).
+
+    After Ctrl-C/SIGTERM a peer may already be gone, and destroying an NCCL group then waits
+    for it for ever: the process is exiting, so the group is left to the operating system.
+    """
+    import torch.distributed as dist
+
+    if interrupted:
+        return
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

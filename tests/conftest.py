@@ -15,6 +15,37 @@ from tests.helpers import REAL, REFERENCE, need
 torch.set_num_threads(1)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--device",
+        default="cpu",
+        help="device of the tests that exercise one (those using the `device` fixture): cpu, cuda or cuda:N",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that take the ``device`` fixture are marked ``device``: ``pytest -m device --device cuda``
+    runs exactly them on a GPU (make gpu-check does)."""
+    for item in items:
+        if "device" in getattr(item, "fixturenames", ()):
+            item.add_marker("device")
+
+
+@pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """The device under test (``--device``, default cpu), with true fp32 arithmetic on GPUs (no TF32)."""
+    from aprrd_cli.device import set_fp32_math
+
+    spec = request.config.getoption("--device")
+    dev = torch.device(spec)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            pytest.skip(f"--device {spec} asked for, but no CUDA GPU is visible")
+        torch.cuda.set_device(dev)
+        set_fp32_math("fp32")
+    return dev
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Every test starts on one thread, even if an in-process command (--threads N) changed it."""

@@ -44,15 +44,19 @@ def prep(tmp_path_factory) -> Path:
     for i in range(2):
         write_image(root / "photos" / f"p{i}.png", rng.integers(0, 256, (64, 72, 3), dtype=np.uint8))
     assert main(["prepare-data", str(root / "photos"), "--out", str(root / "prep")]) == 0
+    for sub in ("noisy", "gt"):
+        write_image(root / "prep" / "val" / sub / "v.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
     return root / "prep"
 
 
 @pytest.mark.slow
 def test_two_gloo_processes_equal_one_process(prep, tmp_path, cli):
+    """With a validation at every iteration: rank 0 validates while rank 1 waits at the barrier."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    val = ("--val", str(prep / "val"), "--val-every", "1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2"]
     cmd += ["--master-addr", "127.0.0.1", "--master-port", str(free_port())]
-    cmd += ["-m", "aprrd_cli", "train-apr", "--data", str(prep), "--run-dir", str(tmp_path / "ddp"), *ARGS]
+    cmd += ["-m", "aprrd_cli", "train-apr", "--data", str(prep), "--run-dir", str(tmp_path / "ddp"), *ARGS, *val]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert (tmp_path / "ddp" / "teacher.pth").exists(), proc.stdout[-2000:] + proc.stderr[-3000:]
     said = " ".join(proc.stderr.split())  # rich may wrap the line anywhere between words
@@ -60,11 +64,15 @@ def test_two_gloo_processes_equal_one_process(prep, tmp_path, cli):
     cfg = json.loads((tmp_path / "ddp" / "config.json").read_text())
     assert cfg["world_size"] == 2
 
-    code, _, err = cli("train-apr", "--data", prep, "--run-dir", tmp_path / "one", *ARGS)
+    code, _, err = cli("train-apr", "--data", prep, "--run-dir", tmp_path / "one", *ARGS, *val)
     assert code == 0, err
 
     def losses(run: Path) -> list[float]:
-        return [json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines()]
+        records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        return [r["loss"] for r in records if "loss" in r]
+
+    vals = [json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in vals if "val_psnr" in r] == list(range(1, ITERS + 1))
 
     assert losses(tmp_path / "ddp") == pytest.approx(losses(tmp_path / "one"), rel=1e-5), proc.stderr[-3000:]
     a = load_model(tmp_path / "ddp" / "teacher.pth").model.state_dict()

@@ -114,3 +114,16 @@ def test_students_have_expected_output_shape() -> None:
     for cls in (NBSN100, NBSN102):
         with torch.no_grad():
             assert cls()(x).shape == x.shape
+
+
+def test_inference_then_training_share_the_cached_constants() -> None:
+    """The decoders' tap table is cached per device; made first under inference mode (a validation,
+    a denoise) it must still serve a training step's backward."""
+    from aprrd_cli.models import blocks
+
+    blocks._UP_TAPS_ON.clear()
+    net = NBSN100(width=8)
+    with torch.inference_mode():
+        net(torch.rand(1, 3, 32, 32))
+    net(torch.rand(1, 3, 32, 32)).mean().backward()
+    assert all(p.grad is not None for p in net.parameters())

@@ -220,7 +220,8 @@ def test_a_bad_val_folder_is_named_as_val(cli, prep, tmp_path):
     assert "--val expects a folder with noisy/ and gt/" in flat(err) and "--pairs" not in err
 
 
-def test_distill_help_shows_its_own_defaults(cli):
+def test_distill_help_shows_its_own_defaults(cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
     code, out, _ = cli("distill", "-h")
     text = flat(out)
     assert code == 0 and "(default: 200000)" in text and "(default: 128)" in text

@@ -4,7 +4,6 @@ follows the sampler contract (a batch is a pure function of (seed, step))."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import signal
@@ -13,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scipy.ndimage import gaussian_filter
 
 from aprrd_cli.errors import AprrdError
 from aprrd_cli.models.checkpoint import load_model, read_raw
@@ -22,45 +20,9 @@ from aprrd_cli.training.engine import NonFiniteLoss, train
 from aprrd_cli.training.records import collapse_warning
 from aprrd_cli.training.stages import apr_stage, rd_stage
 from aprrd_cli.utils.interrupts import hold_signals
+from tests.helpers import TinySampler, correlated_noisy_image
 
 CPU = torch.device("cpu")
-
-
-def correlated_noisy_image(size: int = 96, seed: int = 0) -> np.ndarray:
-    """A smooth picture plus spatially correlated noise (blurred white noise): 3 x H x W in [0,1]."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    clean = np.stack([0.5 + 0.3 * np.sin(6 * xx), 0.5 + 0.3 * np.cos(5 * yy), 0.4 + 0.3 * xx * yy])
-    noise = np.stack([gaussian_filter(rng.normal(0, 1, (size, size)), 0.8) for _ in range(3)])
-    return np.clip(clean + 0.12 * noise / noise.std(), 0, 1).astype(np.float32)
-
-
-class TinySampler:
-    """Random crops of one image; batch(step) is a pure function of (seed, step), like PatchSampler."""
-
-    def __init__(self, image, patch, batch, seed=0, rank=0, world=1, poison=None, interrupt=None):
-        self.image, self.patch, self.seed = torch.from_numpy(image), patch, seed
-        self.batch_size, self.rank, self.world = batch, rank, world
-        self.poison, self.interrupt = poison, interrupt
-
-    def sample(self, step: int, index: int) -> torch.Tensor:
-        rng = np.random.default_rng([self.seed, step, index])
-        _, h, w = self.image.shape
-        r, c = rng.integers(0, h - self.patch + 1), rng.integers(0, w - self.patch + 1)
-        return self.image[:, r : r + self.patch, c : c + self.patch]
-
-    def batch(self, step: int) -> torch.Tensor:
-        per = self.batch_size // self.world
-        out = torch.stack([self.sample(step, i) for i in range(self.rank * per, (self.rank + 1) * per)])
-        if self.poison is not None and step == self.poison:
-            out[:] = float("nan")
-        return out
-
-    def loader(self, start_step: int, num_workers: int = 0, pin_memory: bool = False):
-        for s in itertools.count(start_step):
-            if self.interrupt is not None and s == self.interrupt:
-                raise KeyboardInterrupt
-            yield s, self.batch(s)
 
 
 IMAGE = correlated_noisy_image()

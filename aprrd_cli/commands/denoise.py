@@ -12,7 +12,7 @@ from aprrd_cli.commands.options import DEVICE, PATCH_WINDOWS, THREADS, check_win
 from aprrd_cli.console import console, progress, warn
 from aprrd_cli.data.images import JPEG_QUALITY, format_for, read_image, to_float
 from aprrd_cli.denoise import MODEL_HELP, denoise_file, plan_jobs, resolve_model, target_dtype
-from aprrd_cli.device import describe, resolve_device, set_threads
+from aprrd_cli.device import describe, resolve_device, set_fp32_math, set_threads, use_device
 from aprrd_cli.errors import AprrdError, CheckpointError, OutputError
 from aprrd_cli.inference import DEFAULT_OVERLAP, Denoiser
 from aprrd_cli.models.checkpoint import load_model
@@ -91,6 +91,8 @@ def denoise(
         if first[1].dtype == "float32":  # NaN, or a float image on another scale, refused before the model loads
             to_float(first[0], jobs[0].src)
     dev = resolve_device(device)
+    use_device(dev)
+    set_fp32_math("fp32")  # evaluation and photos in true fp32 on GPUs too (no TF32)
     model_path, label = resolve_model(model)
     set_threads(threads)
     loaded = load_model(model_path, map_location="cpu")

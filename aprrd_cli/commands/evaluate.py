@@ -15,7 +15,7 @@ from aprrd_cli.commands.options import DEVICE, PATCH_WINDOWS, THREADS, check_win
 from aprrd_cli.console import console, out, plural, progress
 from aprrd_cli.data.pairs import load_pairs
 from aprrd_cli.denoise import MODEL_HELP, resolve_model
-from aprrd_cli.device import describe, resolve_device, set_threads
+from aprrd_cli.device import describe, resolve_device, set_fp32_math, set_threads, use_device
 from aprrd_cli.errors import AprrdError
 from aprrd_cli.evaluation.pictures import save_side_by_side
 from aprrd_cli.evaluation.protocols import evaluate_sidd_val, run_dnd, run_sidd_bench, score_model
@@ -136,6 +136,8 @@ def evaluate(
     if save_images or eval_set in ("sidd-bench", "dnd"):  # submission files or pictures will go there
         check_output_dir(out_dir, "submission files and pictures" if eval_set else "pictures")
     dev = resolve_device(device)
+    use_device(dev)
+    set_fp32_math("fp32")  # evaluation and photos in true fp32 on GPUs too (no TF32)
     model_path, label = resolve_model(model)
     set_threads(threads)
     loaded = load_model(model_path, map_location="cpu")

@@ -60,7 +60,15 @@ VAL = typer.Option(
 )
 VAL_EVERY = typer.Option(None, "--val-every", min=0, help="Validate every N iterations (default: 0, at the end only).")
 PRECISION = typer.Option(
-    None, "--precision", help="fp32, bf16 or fp16 (default: bf16 on GPUs that have it, else fp32)."
+    None,
+    "--precision",
+    help="fp32 (true fp32), tf32 (GPU), bf16 or fp16 (default: bf16 on GPUs that have it, else fp32).",
+)
+DETERMINISTIC = typer.Option(
+    None,
+    "--deterministic/--no-deterministic",
+    help="Deterministic GPU kernels: a resumed run repeats the uninterrupted one bit for bit, slower (default: off; "
+    "the CPU is always deterministic).",
 )
 COMPILE = typer.Option(
     None, "--compile/--no-compile", help="torch.compile the network (falls back to eager if it fails) (default: off)."
@@ -75,7 +83,14 @@ WARMUP = typer.Option(
 WIDTH = typer.Option(
     None, "--width", min=4, help="Network width (default: 48, the paper's; smaller is faster and weaker)."
 )
-RUN_DEFAULTS = {"data": Path("prepared"), "device": "auto", "save_every": 1000, "val_every": 0, "compile": False}
+RUN_DEFAULTS = {
+    "data": Path("prepared"),
+    "device": "auto",
+    "save_every": 1000,
+    "val_every": 0,
+    "compile": False,
+    "deterministic": False,
+}
 
 
 def _workers(n: int | None, device: str) -> int:
@@ -147,6 +162,7 @@ def train_apr_cmd(
     val_every: int = VAL_EVERY,
     precision: str = PRECISION,
     compile: bool = COMPILE,
+    deterministic: bool = DETERMINISTIC,
     threads: int = THREADS,
     log_every: int = LOG_EVERY,
     warmup: int = WARMUP,
@@ -196,6 +212,7 @@ def distill_cmd(
     val_every: int = VAL_EVERY,
     precision: str = PRECISION,
     compile: bool = COMPILE,
+    deterministic: bool = DETERMINISTIC,
     threads: int = THREADS,
     log_every: int = LOG_EVERY,
     warmup: int = WARMUP,

@@ -23,6 +23,16 @@ GAMMA = 4.0
 OFFSETS = torch.tensor([(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)], dtype=torch.long)
 PAIRS = torch.tensor([(i, j) for i in range(9) for j in range(9) if i != j], dtype=torch.long)
 N_PAIRS = len(PAIRS)  # 72
+_ON_DEVICE: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """PAIRS and OFFSETS on ``device``, copied there once: a copy per step would make every
+    training step wait for the GPU."""
+    if device not in _ON_DEVICE:
+        with torch.inference_mode(False):
+            _ON_DEVICE[device] = (PAIRS.to(device), OFFSETS.to(device))
+    return _ON_DEVICE[device]
 
 
 @dataclass(frozen=True)
@@ -48,7 +58,7 @@ def draw(batch: int, height: int, width: int, generator: torch.Generator) -> APR
     """Draw an offset pair for every pixel, on the generator's device."""
     dev = generator.device
     pair = torch.randint(0, N_PAIRS, (batch, height, width), generator=generator, device=dev)
-    pairs, offsets = PAIRS.to(dev), OFFSETS.to(dev)
+    pairs, offsets = _tables(dev)
     rows = torch.arange(height, device=dev).view(1, height, 1)
     cols = torch.arange(width, device=dev).view(1, 1, width)
 
@@ -62,9 +72,18 @@ def draw(batch: int, height: int, width: int, generator: torch.Generator) -> APR
 
 
 def replace(x: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
-    """``out[b, :, p] = x[b, :, src[b, p]]``: move whole pixels (all channels) at once."""
+    """``out[b, :, p] = x[b, :, src[b, p]]``: move whole pixels (all channels) at once.
+
+    A channels-last tensor is gathered as pixels of C values and stays channels-last (the
+    networks' layout); any other is gathered per channel.
+    """
     b, c, h, w = x.shape
-    index = src.to(x.device).unsqueeze(1).expand(b, c, h * w)
+    src = src.to(x.device)
+    if c > 1 and x.is_contiguous(memory_format=torch.channels_last):
+        pixels = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view: NHWC is this tensor's memory order
+        out = pixels.gather(1, src.unsqueeze(2).expand(b, h * w, c))
+        return out.view(b, h, w, c).permute(0, 3, 1, 2)
+    index = src.unsqueeze(1).expand(b, c, h * w)
     return x.reshape(b, c, h * w).gather(2, index).view(b, c, h, w)
 
 

@@ -85,6 +85,17 @@ def _split_weights(conv: nn.Conv2d, cz: int) -> tuple[torch.Tensor, torch.Tensor
 # Row k of this matrix lists which taps of a 3-tap kernel over a x2 nearest-upsampled signal
 # land on tap k of the equivalent 4-tap, stride-2 transposed kernel over the original signal.
 _UP_TAPS = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))
+_UP_TAPS_ON: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+
+def _up_taps(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``_UP_TAPS`` as a tensor on ``device``, made once: in training each decoder's forward
+    needs it, and a copy from Python data each time would make every step wait for the GPU."""
+    key = (device, dtype)
+    if key not in _UP_TAPS_ON:
+        with torch.inference_mode(False):  # a normal tensor even when made during inference: training reuses it
+            _UP_TAPS_ON[key] = torch.tensor(_UP_TAPS, dtype=dtype, device=device)
+    return _UP_TAPS_ON[key]
 
 
 def upsampled_weight(w: torch.Tensor) -> torch.Tensor:
@@ -92,7 +103,7 @@ def upsampled_weight(w: torch.Tensor) -> torch.Tensor:
 
     Differentiable, so training uses the same path.
     """
-    m = torch.tensor(_UP_TAPS, dtype=w.dtype, device=w.device)
+    m = _up_taps(w.device, w.dtype)
     return (m @ w @ m.T).transpose(0, 1)
 
 

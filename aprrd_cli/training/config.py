@@ -139,6 +139,7 @@ class RunOptions:
     val_every: int = 0  # 0: at the end only (when --val is given)
     log_every: int | None = None  # None: min(100, iters // 50), at least 1
     channels_last: bool = True  # on CUDA only
+    deterministic: bool = False  # deterministic kernels on GPUs: bit-exact resume, slower
     show_progress: bool = True
 
     def to_dict(self) -> dict:
@@ -155,4 +156,5 @@ class RunOptions:
 # (--run-dir, --resume, --stop-at) belong to the command at hand.
 INHERITED_OPTIONS = (
     "data", "device", "precision", "compile", "workers", "threads", "save_every", "val", "val_every", "log_every",
+    "deterministic",
 )  # fmt: skip

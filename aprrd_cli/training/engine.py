@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from rich.progress import TextColumn
 from torch import nn
 
 from aprrd_cli.console import console, duration, progress, warn
-from aprrd_cli.device import autocast, is_main
+from aprrd_cli.device import autocast, barrier, is_main
 from aprrd_cli.errors import AprrdError
 from aprrd_cli.models.checkpoint import model_payload, save_model, save_payload
 from aprrd_cli.training.config import TrainConfig
@@ -99,11 +100,13 @@ class Run:
     start: int  # the iteration this process began at
     stop: int  # the iteration it ends at (--stop-at, or the run's total)
     log_every: int
+    read_every: int  # the loss is read from the device every this many iterations (1 on the CPU)
     done: int = 0
     saved_at: int = 0
     elapsed_before: float = 0.0  # training time of the earlier processes of this run
     t0: float = field(default_factory=time.perf_counter)
     window: list[float] = field(default_factory=list)  # losses since the last log record
+    unread: list[torch.Tensor] = field(default_factory=list)  # losses of iterations not read yet
     last_loss: float | None = None
     last_val: dict | None = None
     collapse_warned: bool = False
@@ -163,7 +166,9 @@ def train(
 ) -> TrainResult:
     """Train ``stage.model`` to ``cfg.iters`` (or ``opts.stop_at``), resuming if asked."""
     run = open_run(stage, cfg, opts, device, precision, share)
-    loader = sampler.loader(run.start, num_workers=opts.workers, pin_memory=device.type == "cuda")
+    batch_bytes = cfg.batch_size // share[1] * 3 * cfg.patch_size**2 * 4
+    workers = workers_that_fit(opts.workers, batch_bytes, announce=run.main)
+    loader = sampler.loader(run.start, num_workers=workers, pin_memory=device.type == "cuda")
     columns = (TextColumn("loss {task.fields[loss]}"), TextColumn("lr {task.fields[lr]}"))
     shown = run.main and opts.show_progress
     try:
@@ -176,13 +181,16 @@ def train(
             for it in range(run.start, run.stop):
                 y = next_batch(loader, it, run)
                 lr = run.opt.param_groups[0]["lr"]
-                value = train_step(run, y, it)
-                apply_update(run, value, lr)
+                loss = train_step(run, y, it)
+                apply_update(run, loss, lr)
                 if task is not None:
-                    bar.update(task, completed=run.done, loss=f"{value:.4f}", lr=f"{lr:.2e}")
-                if validate is not None and run.main and validation_due(run):
-                    validate_now(run, validate, bar.console.print if task is not None else None)
-                if run.done % opts.save_every == 0 or run.done == run.stop:
+                    shown_loss = "--" if run.last_loss is None else f"{run.last_loss:.4f}"
+                    bar.update(task, completed=run.done, loss=shown_loss, lr=f"{lr:.2e}")
+                if (validate is not None or opts.val) and validation_due(run):  # opts.val: the other DDP ranks
+                    if validate is not None and run.main:
+                        validate_now(run, validate, bar.console.print if task is not None else None)
+                    barrier()  # the other ranks wait here, not inside their next gradient exchange
+                if save_due(run):
                     save_checkpoint(run)
     except KeyboardInterrupt:
         save_interrupted(run)
@@ -198,7 +206,7 @@ def open_run(stage: Stage, cfg: TrainConfig, opts, device: torch.device, precisi
     run_dir = Path(opts.run_dir)
     model = stage.model
     model.train()
-    opt = make_optimizer(model.parameters(), cfg)
+    opt = make_optimizer(model.parameters(), cfg, device)
     sched = make_schedule(opt, cfg)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     saved = resume_state(cfg, run_dir, opts.resume, stage.identity)
@@ -210,8 +218,14 @@ def open_run(stage: Stage, cfg: TrainConfig, opts, device: torch.device, precisi
         sched.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        restore_rng(state["rng"], stage.generators)
+        moved = restore_rng(state["rng"], stage.generators)
         start, elapsed = int(saved["iteration"]), float(state.get("elapsed", 0.0))
+        if moved and main:
+            warn(
+                f"this run made its {', '.join(moved)} draws on {state['rng'].get('device', 'another device')} and "
+                f"continues on {device.type}: a generator's state cannot move between devices, so from iteration "
+                f"{start + 1} on those draws differ from an uninterrupted run's (the training is otherwise the same)"
+            )
     stop = cfg.iters if opts.stop_at is None else min(opts.stop_at, cfg.iters)
     if stop <= start:
         raise AprrdError(f"--stop-at {opts.stop_at} is not after the checkpoint's iteration {start}", exit_code=2)
@@ -241,10 +255,18 @@ def open_run(stage: Stage, cfg: TrainConfig, opts, device: torch.device, precisi
             },
         )
     log_every = opts.log_every or max(1, min(100, cfg.iters // 50))
+    read_every = read_interval(device, log_every)
     run = Run(stage, cfg, opts, device, precision, share, main, net, eager, opt, sched, scaler, log, start, stop,
-              log_every, done=start, saved_at=start, elapsed_before=elapsed)  # fmt: skip
+              log_every, read_every, done=start, saved_at=start, elapsed_before=elapsed)  # fmt: skip
     run.remember_draws()
     return run
+
+
+def read_interval(device: torch.device, log_every: int) -> int:
+    """How often the loss is brought to the host: every step on the CPU, where that costs nothing
+    and a NaN then stops the run before its update; every log record elsewhere, since on a GPU
+    each read waits for all queued work and nothing else in a step does."""
+    return 1 if device.type == "cpu" else log_every
 
 
 def next_batch(loader: Iterator[tuple[int, Any]], it: int, run: Run) -> torch.Tensor:
@@ -258,9 +280,10 @@ def next_batch(loader: Iterator[tuple[int, Any]], it: int, run: Run) -> torch.Te
     return y
 
 
-def train_step(run: Run, y: torch.Tensor, it: int) -> float:
-    """Forward and backward of one iteration; returns the loss (the update comes after). The
-    first step under --compile falls back to eager mode, with the same draws, if compiling fails."""
+def train_step(run: Run, y: torch.Tensor, it: int) -> torch.Tensor:
+    """Forward and backward of one iteration; returns the loss, detached, on the device (the
+    update comes after). The first step under --compile falls back to eager mode, with the same
+    draws, if compiling fails."""
     if it != run.start or not run.opts.compile:
         return _forward_backward(run, y, it)
     before = {k: g.get_state() for k, g in run.stage.generators.items()}
@@ -276,33 +299,67 @@ def train_step(run: Run, y: torch.Tensor, it: int) -> float:
         return _forward_backward(run, y, it)
 
 
-def _forward_backward(run: Run, y: torch.Tensor, it: int) -> float:
+def _forward_backward(run: Run, y: torch.Tensor, it: int) -> torch.Tensor:
     run.opt.zero_grad(set_to_none=True)
     with autocast(run.device, run.precision):
         loss = run.stage.loss(run.net, y, run.share)
-    value = _mean_across_ranks(loss.detach().float(), run.share[1]).item()
-    if not math.isfinite(value):
-        advice = nan_advice(run.precision, run.saved_at, run.checkpoint, run.cfg.lr)
-        raise NonFiniteLoss(f"the loss became {value} at iteration {it + 1}; stopped: {advice}")
+    detached = loss.detach().float()
+    if run.read_every == 1:  # on the CPU a read costs nothing: a NaN stops the run before its update
+        value = _mean_across_ranks(detached, run.share[1]).item()
+        if not math.isfinite(value):
+            _non_finite(run, value, it + 1)
     (run.scaler.scale(loss) if run.scaler else loss).backward()
-    return value
+    return detached
 
 
-def apply_update(run: Run, value: float, lr: float) -> None:
-    """The optimiser step and its records: all of a step or none of it, whatever signal comes."""
+def _non_finite(run: Run, value: float, iteration: int) -> None:
+    advice = nan_advice(run.precision, run.saved_at, run.checkpoint, run.cfg.lr)
+    raise NonFiniteLoss(f"the loss became {value} at iteration {iteration}; stopped: {advice}")
+
+
+def save_due(run: Run) -> bool:
+    return run.done % run.opts.save_every == 0 or run.done == run.stop
+
+
+def apply_update(run: Run, loss: torch.Tensor, lr: float) -> None:
+    """The optimiser step and its records: all of a step or none of it, whatever signal comes.
+
+    The losses are read from the device every ``read_every`` iterations and before every
+    checkpoint: on a GPU nothing else waits for the device inside a step, and a NaN is caught
+    before a checkpoint could hold it.
+    """
     with hold_signals():
         if run.scaler is not None:
+            scale = run.scaler.get_scale()
             run.scaler.step(run.opt)
             run.scaler.update()
+            if run.scaler.get_scale() >= scale:  # a skipped step (inf gradients) lowers the scale
+                run.sched.step()  # the schedule follows the updates that were made
         else:
             run.opt.step()
-        run.sched.step()
+            run.sched.step()
         run.done += 1
         run.remember_draws()
+        run.unread.append(loss)
+        if run.done % run.read_every == 0 or run.done % run.log_every == 0 or save_due(run):
+            _read_losses(run, lr)
+
+
+def _read_losses(run: Run, lr: float) -> None:
+    """Bring the unread losses to the host (one wait for the device), stop on a non-finite one,
+    and write the log records that are due."""
+    values = _mean_across_ranks(torch.stack(run.unread), run.share[1]).tolist()
+    first = run.done - len(values) + 1
+    for i, value in enumerate(values):
+        if not math.isfinite(value):
+            _non_finite(run, value, first + i)
+    run.unread = []
+    for i, value in enumerate(values):
+        done = first + i
         run.window.append(value)
         run.last_loss = value
-        if run.main and (run.done % run.log_every == 0 or run.done == run.stop):
-            record = {"iteration": run.done, "loss": sum(run.window) / len(run.window), "lr": lr}
+        if run.main and (done % run.log_every == 0 or done == run.stop):
+            record = {"iteration": done, "loss": sum(run.window) / len(run.window), "lr": lr}
             run.log.add({**record, "seconds": run.elapsed()})
             run.window = []
 
@@ -391,3 +448,27 @@ def _summary(run: Run, output: Path | None) -> None:
         console.print(
             f"stopped at iteration {run.done} (--stop-at); checkpoint {run.checkpoint}; continue with --resume"
         )
+
+
+def workers_that_fit(workers: int, batch_bytes: int, announce: bool, prefetch: int = 2) -> int:
+    """As many data-loading processes as /dev/shm can hold the batches of.
+
+    Workers hand their batches over through shared memory (``prefetch`` batches each in
+    flight); a container's default 64 MB ``/dev/shm`` fails with a bus error for 4 workers of
+    8 x 256^2 patches. Fewer workers cost little: one process samples thousands of crops a second.
+    """
+    if workers <= 0:
+        return 0
+    try:
+        free = shutil.disk_usage("/dev/shm").free
+    except OSError:
+        return workers  # no /dev/shm (not Linux): the platform's own mechanism
+    need = 2 * prefetch * batch_bytes  # twice what is in flight: pinned copies and the next batch overlap
+    fit = min(workers, int(free // need))
+    if fit < workers and announce:
+        where = f"{fit} worker(s)" if fit else "the main process"
+        warn(
+            f"/dev/shm has {free / 2**20:.0f} MB free, less than {workers} data workers need "
+            f"({workers * need / 2**20:.0f} MB); loading in {where} instead (in a container, raise --shm-size)"
+        )
+    return fit

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -25,7 +25,10 @@ from aprrd_cli.device import (
     init_distributed,
     resolve_device,
     resolve_precision,
+    set_determinism,
+    set_fp32_math,
     set_threads,
+    use_device,
 )
 from aprrd_cli.errors import AprrdError
 from aprrd_cli.losses.apr import apr_step_loss
@@ -140,8 +143,8 @@ def make_validator(val: str, prep: Path, device: torch.device) -> Callable[[nn.M
         pairs = load_pairs(Path(val), option="--val")
 
     def validate(model: nn.Module) -> dict:
-        with torch.no_grad():
-            return score_model(Denoiser(model, device, tile=0), pairs)
+        with torch.no_grad():  # large images tiled, as aprrd evaluate does: whole 12 MP photos would not fit a GPU
+            return score_model(Denoiser(model, device), pairs)
 
     return validate
 
@@ -151,8 +154,11 @@ def _setup(opts: RunOptions, cfg: TrainConfig) -> tuple[int, int, torch.device, 
     device = resolve_device(opts.device)
     if world > 1 and device.type == "cuda":
         device = torch.device(f"cuda:{local}")
+    use_device(device)
     set_threads(opts.threads)
     precision = resolve_precision(opts.precision, device)
+    set_fp32_math(precision)
+    set_determinism(device, opts.deterministic)
     cfg.check(world)
     if opts.save_every < 1:
         raise AprrdError(f"--save-every must be at least 1, got {opts.save_every}", exit_code=2)
@@ -191,6 +197,7 @@ def run_stage(
     baselines included."""
     rank, world, device, precision = _setup(opts, cfg)
     main = rank == 0
+    interrupted = False
     try:
         with run_lock(opts.run_dir, f"aprrd {COMMANDS.get(cfg.stage, cfg.stage)}", main):
             preflight(cfg, opts)
@@ -200,8 +207,11 @@ def run_stage(
             if main:
                 _announce(stage.title, cfg, stage.model, device, precision, world, opts)
             return train(stage, cfg, opts, sampler, device, precision, validate, (rank, world))
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
-        cleanup_distributed()
+        cleanup_distributed(interrupted)
 
 
 def apr_stage(cfg: APRConfig, device: torch.device, opts: RunOptions, data_id: str = "") -> Stage:
@@ -230,6 +240,26 @@ def load_teacher(path: Path) -> tuple[nn.Module, str]:
     return teacher, tensors_digest(teacher.state_dict())
 
 
+class CompiledTeacher:
+    """The frozen teacher's six-target pass (``forward_multi``, most of an RD step's work) under
+    ``torch.compile`` with --compile; eager again, with one warning, if compiling fails."""
+
+    def __init__(self, teacher: nn.Module) -> None:
+        self.teacher = teacher
+        self.compiled = torch.compile(teacher.forward_multi)
+
+    def forward_multi(self, x: torch.Tensor, shifts: Sequence[int]) -> list[torch.Tensor]:
+        if self.compiled is not None:
+            try:
+                return self.compiled(x, shifts)
+            except Exception as e:
+                warn(
+                    f"--compile failed for the teacher ({type(e).__name__}: {str(e).strip()[:120]}); running it eagerly"
+                )
+                self.compiled = None
+        return self.teacher.forward_multi(x, shifts)
+
+
 def rd_stage(
     cfg: RDConfig, device: torch.device, opts: RunOptions, teacher: nn.Module, digest: str, data_id: str = ""
 ) -> Stage:
@@ -237,10 +267,11 @@ def rd_stage(
     torch.manual_seed(cfg.seed)
     student = prepare_model(build(STUDENTS[cfg.student], width=cfg.width), device, opts)
     frozen = prepare_model(teacher, device, opts)
+    targets_from = CompiledTeacher(frozen) if opts.compile else frozen
     gen = generator(device, cfg.seed)
 
     def loss(net: nn.Module, y: torch.Tensor, share: tuple[int, int]) -> torch.Tensor:
-        return rd_step_loss(net, frozen, y, gen, share=share)
+        return rd_step_loss(net, targets_from, y, gen, share=share)
 
     return Stage(
         "rd",

@@ -4,6 +4,7 @@ is refused when its numbers would differ from the run it continues."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 from pathlib import Path
 
@@ -93,9 +94,12 @@ def resume_state(cfg: TrainConfig, run_dir: Path, resume: bool, identity: dict |
 
 
 def capture_rng(generators: dict[str, torch.Generator]) -> dict:
-    """Every random state a resumed run needs: torch, CUDA, numpy, python and the stage's own."""
+    """Every random state a resumed run needs: torch, CUDA, numpy, python and the stage's own
+    (with the device type they draw on)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    devices = {g.device.type for g in generators.values()}
     out = {
+        "device": devices.pop() if len(devices) == 1 else "cpu",
         "torch": torch.get_rng_state(),
         "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss)},
         "numpy_gauss": float(gauss),
@@ -107,7 +111,9 @@ def capture_rng(generators: dict[str, torch.Generator]) -> dict:
     return out
 
 
-def restore_rng(state: dict, generators: dict[str, torch.Generator]) -> None:
+def restore_rng(state: dict, generators: dict[str, torch.Generator]) -> list[str]:
+    """Put every saved random state back; returns the stage generators that moved to another
+    device type, which are reseeded instead (deterministically, from their saved state)."""
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     keys = n["keys"].numpy().astype(np.uint32)
@@ -115,5 +121,14 @@ def restore_rng(state: dict, generators: dict[str, torch.Generator]) -> None:
     random.setstate((3, tuple(state["python"]), None))
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
+    moved = []
     for k, g in generators.items():
-        g.set_state(state["generators"][k])
+        saved = state["generators"][k]
+        if saved.numel() == g.get_state().numel() and state.get("device", g.device.type) == g.device.type:
+            g.set_state(saved)
+            continue
+        # a CPU generator's state (5 KB of Mersenne twister) means nothing to a CUDA one (seed and
+        # offset) and back: continue from a seed that the saved state decides
+        g.manual_seed(int.from_bytes(hashlib.sha256(saved.numpy().tobytes()).digest()[:8], "little"))
+        moved.append(k)
+    return moved
