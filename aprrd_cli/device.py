@@ -45,11 +45,57 @@ def set_threads(n: int | None) -> int:
     return torch.get_num_threads()
 
 
+# CPU flags that mean the processor computes bf16 in hardware (x86: AVX512-BF16 on AMD Zen 4/5 and
+# Intel Cooper Lake, AMX on Sapphire Rapids and later; ARM: the BF16 extension)
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key = line.split(":", 1)[0].strip().lower()
+                if key in ("flags", "features"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_bf16_native() -> tuple[bool, str]:
+    """Whether this CPU computes bf16 natively, and why we say so.
+
+    Read from the processor's own flags, never guessed: without native bf16 oneDNN emulates it
+    and bf16 runs slower than fp32, so it must not be chosen there. ``APRRD_CPU_BF16=1`` or ``0``
+    overrides (a virtual machine that hides its flags; a comparison run).
+    """
+    forced = os.environ.get("APRRD_CPU_BF16", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1", f"APRRD_CPU_BF16={forced}"
+    flags = _cpu_flags()
+    found = [f for f in BF16_CPU_FLAGS if f in flags]
+    if found:
+        return True, f"this CPU computes bf16 natively ({', '.join(found)})"
+    if not flags:
+        return False, "this CPU's flags could not be read (/proc/cpuinfo), so bf16 is not assumed"
+    return False, "this CPU has no native bf16 (no avx512_bf16 or amx_bf16), where fp32 is faster"
+
+
 def default_precision(device: torch.device) -> str:
-    """bf16 on GPUs that support it, fp32 elsewhere."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
+    """bf16 where the hardware computes it (GPUs that support it, CPUs with native bf16), else fp32."""
+    return auto_precision(device)[0]
+
+
+def auto_precision(device: torch.device) -> tuple[str, str]:
+    """What ``--precision auto`` means on ``device``, and why."""
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "auto: this GPU supports bf16"
+        return "fp32", "auto: this GPU has no bf16"
+    if device.type == "cpu":
+        native, why = cpu_bf16_native()
+        return ("bf16" if native else "fp32"), f"auto: {why}"
+    return "fp32", f"auto: fp32 on {device.type}"
 
 
 def resolve_precision(precision: str | None, device: torch.device) -> str:
@@ -59,17 +105,22 @@ def resolve_precision(precision: str | None, device: torch.device) -> str:
     later GPU compute convolutions and matrix products in TF32; bf16 and fp16 are autocast
     (the losses stay fp32), fp16 with a gradient scaler.
     """
+    return precision_with_reason(precision, device)[0]
+
+
+def precision_with_reason(precision: str | None, device: torch.device) -> tuple[str, str]:
+    """``resolve_precision`` and the reason, for the run's records and the one-line descriptions."""
     if precision is None or precision == "auto":
-        return default_precision(device)
+        return auto_precision(device)
     if precision not in PRECISIONS:
-        raise DeviceError(f"unknown precision {precision!r}; use fp32, tf32, bf16 or fp16", exit_code=2)
+        raise DeviceError(f"unknown precision {precision!r}; use auto, fp32, tf32, bf16 or fp16", exit_code=2)
     if precision == "fp16" and device.type == "cpu":
         raise DeviceError("fp16 is not supported on the CPU; use --precision fp32 or bf16", exit_code=2)
     if precision == "tf32" and device.type != "cuda":
         raise DeviceError("tf32 is a mode of NVIDIA GPUs; on this device use --precision fp32 or bf16", exit_code=2)
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise DeviceError("this GPU does not support bf16; use --precision fp16 or fp32", exit_code=2)
-    return precision
+    return precision, "asked for"
 
 
 def set_fp32_math(precision: str) -> None:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aprrd_cli.console import warn
+from aprrd_cli.device import autocast
 from aprrd_cli.errors import CheckpointError, InputError
 from aprrd_cli.models.checkpoint import LoadedModel
 from aprrd_cli.models.constants import INFER_SHIFT, TEACHER_PAD
@@ -127,6 +128,7 @@ class Denoiser:
     shift: int = INFER_SHIFT  # teacher only
     trained_patch: int | None = None  # the training patch side, from the checkpoint
     in_patch_windows: bool = False  # run in windows of trained_patch (see patch_windows)
+    precision: str = "fp32"  # fp32 or bf16 (autocast; the last layer stays fp32, models/blocks.in_fp32)
 
     def __post_init__(self) -> None:
         self.model = self.model.to(self.device).eval()
@@ -167,9 +169,9 @@ class Denoiser:
         )
 
     def _net(self, x: torch.Tensor) -> torch.Tensor:
-        if self.is_teacher:
-            return self.model(x, self.shift)
-        return self.model(x)
+        with autocast(self.device, self.precision):
+            y = self.model(x, self.shift) if self.is_teacher else self.model(x)
+        return y.float()
 
     def will_tile(self, h: int, w: int) -> bool:
         t, b, lft, r = padding_for(h, w, TEACHER_PAD if self.is_teacher else 0)

@@ -8,7 +8,14 @@ from pathlib import Path
 import typer
 
 from aprrd_cli.app import app
-from aprrd_cli.commands.options import DEVICE, PATCH_WINDOWS, THREADS, check_windows_options
+from aprrd_cli.commands.options import (
+    DEVICE,
+    PATCH_WINDOWS,
+    THREADS,
+    check_windows_options,
+    inference_precision,
+    resolve_inference_precision,
+)
 from aprrd_cli.console import console, progress, warn
 from aprrd_cli.data.images import JPEG_QUALITY, format_for, read_image, to_float
 from aprrd_cli.denoise import MODEL_HELP, denoise_file, plan_jobs, resolve_model, target_dtype
@@ -59,6 +66,7 @@ def denoise(
         help=f"JPEG quality of JPEG outputs, 1-100 (default {JPEG_QUALITY}; colour is never subsampled).",
         show_default=False,
     ),
+    precision: str = inference_precision("auto"),
     threads: int = THREADS,
     skip_existing: bool = typer.Option(
         False,
@@ -96,8 +104,11 @@ def denoise(
     model_path, label = resolve_model(model)
     set_threads(threads)
     loaded = load_model(model_path, map_location="cpu")
-    den = Denoiser.for_loaded(loaded, dev, tile=tile, overlap=overlap, in_patch_windows=patch_windows)
-    console.print(f"model: {label}; {loaded.kind} {loaded.arch} ({loaded.source} format) on {describe(dev)}")
+    prec, why = resolve_inference_precision(precision, dev)
+    den = Denoiser.for_loaded(loaded, dev, tile=tile, overlap=overlap, in_patch_windows=patch_windows, precision=prec)
+    console.print(
+        f"model: {label}; {loaded.kind} {loaded.arch} ({loaded.source} format) on {describe(dev)}, {prec} ({why})"
+    )
 
     failed: list[tuple[Path, str]] = []
     mp_total, t0 = 0.0, time.perf_counter()

@@ -11,7 +11,14 @@ import typer
 from rich.table import Table
 
 from aprrd_cli.app import app
-from aprrd_cli.commands.options import DEVICE, PATCH_WINDOWS, THREADS, check_windows_options
+from aprrd_cli.commands.options import (
+    DEVICE,
+    PATCH_WINDOWS,
+    THREADS,
+    check_windows_options,
+    inference_precision,
+    resolve_inference_precision,
+)
 from aprrd_cli.console import console, out, plural, progress
 from aprrd_cli.data.pairs import load_pairs
 from aprrd_cli.denoise import MODEL_HELP, resolve_model
@@ -96,6 +103,7 @@ def evaluate(
         show_default=False,
     ),
     patch_windows: bool = PATCH_WINDOWS,
+    precision: str = inference_precision("fp32"),
     threads: int = THREADS,
     method_name: str = typer.Option("APR-RD", "--method-name", help="SIDD OptionalData: method name."),
     authors: str = typer.Option("", "--authors", help="SIDD OptionalData: authors."),
@@ -141,10 +149,14 @@ def evaluate(
     model_path, label = resolve_model(model)
     set_threads(threads)
     loaded = load_model(model_path, map_location="cpu")
-    den = Denoiser.for_loaded(loaded, dev, tile=tile, overlap=DEFAULT_OVERLAP, in_patch_windows=patch_windows)
+    prec, why = resolve_inference_precision(precision, dev)
+    den = Denoiser.for_loaded(
+        loaded, dev, tile=tile, overlap=DEFAULT_OVERLAP, in_patch_windows=patch_windows, precision=prec
+    )
     runner = Runner(den, ensemble)
     console.print(
-        f"model: {label}; {loaded.kind} {loaded.arch} ({loaded.source} format) on {describe(dev)}"
+        f"model: {label}; {loaded.kind} {loaded.arch} ({loaded.source} format) on {describe(dev)}, {prec}"
+        + (f" ({why})" if precision == "auto" else "")
         + (", x8 self-ensemble" if ensemble else "")
     )
 

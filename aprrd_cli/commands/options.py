@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import torch
 import typer
 
+from aprrd_cli.device import precision_with_reason
 from aprrd_cli.errors import AprrdError
 from aprrd_cli.inference import DEFAULT_TILE, MIN_TILE
 
@@ -15,6 +17,22 @@ PATCH_WINDOWS = typer.Option(
     help="Run the network in windows the size of its training patches (for a teacher trained on patches "
     "much smaller than the images; needs a checkpoint written by aprrd).",
 )
+
+
+def inference_precision(default: str) -> object:
+    return typer.Option(
+        default,
+        "--precision",
+        help="auto (bf16 where the CPU or GPU computes it natively, else fp32), fp32 or bf16 (the image-making last "
+        "layer stays fp32).",
+    )
+
+
+def resolve_inference_precision(precision: str, device: torch.device) -> tuple[str, str]:
+    """The precision a denoiser runs in, and why (for the one-line model description)."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise AprrdError(f"--precision must be auto, fp32 or bf16 for inference, got {precision!r}", exit_code=2)
+    return precision_with_reason(precision, device)
 
 
 def check_windows_options(patch_windows: bool, tile: int | None) -> None:

@@ -16,6 +16,8 @@ also run channels-last (NHWC), the layout the CPU and GPU convolution kernels pr
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,33 +25,78 @@ from torch import nn
 LEAK = 0.1
 
 
+def in_fp32(layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` in float32 even under bf16/fp16 autocast.
+
+    For the few convolutions that read the image itself or make the output image: bf16 keeps 8
+    bits of mantissa, a step of 1/256 between 0.5 and 1, the size of a grey level. Rounding the
+    noisy input there cost the official student 0.06 dB on cc15 (light noise, small corrections);
+    in fp32 these layers bring bf16 within 0.01 dB of fp32, for a few per cent of the network's
+    work (docs/training.md, "bf16 on the CPU").
+    """
+    if torch.is_autocast_enabled(x.device.type):
+        with torch.autocast(x.device.type, enabled=False):
+            return layer(x.float())
+    return layer(x)
+
+
 class ConvBlock(nn.Module):
-    """3x3 conv + LeakyReLU(0.1), blind (sees only rows i-2..i) or normal."""
+    """3x3 conv + LeakyReLU(0.1), blind (sees only rows i-2..i) or normal.
+
+    Under autocast (``in_fp32``): ``full_precision`` runs the whole layer in float32 (the first
+    layer, which reads the image, and the student's last, which makes it); ``image_skip`` runs
+    in float32 the part of an ``up_cat`` that reads a skip which is the image itself.
+    """
 
     def __init__(self, cin: int, cout: int, blind: bool) -> None:
         super().__init__()
         self.blind = blind
+        self.full_precision = False
+        self.image_skip = False
         self.conv = nn.Conv2d(cin, cout, 3, padding=0 if blind else 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.full_precision and torch.is_autocast_enabled(x.device.type):
+            return in_fp32(self._plain, x)
+        return self._plain(x)
+
+    def _plain(self, x: torch.Tensor) -> torch.Tensor:
         if self.blind:
             return F.leaky_relu(blind_conv(x, self.conv.weight, self.conv.bias), LEAK)
         return F.leaky_relu(self.conv(x), LEAK, inplace=True)
 
     def up_cat(self, z: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         """``self(cat(upsample(z), skip))`` without building the upsampled or concatenated tensors."""
-        return F.leaky_relu(up_cat_conv(self.conv, z, skip, self.blind), LEAK, inplace=True)
+        return F.leaky_relu(up_cat_conv(self.conv, z, skip, self.blind, self.image_skip), LEAK, inplace=True)
 
 
-def up_cat_conv(conv: nn.Conv2d, z: torch.Tensor, skip: torch.Tensor, blind: bool = False) -> torch.Tensor:
-    """``conv(cat(upsample(z), skip))`` (3x3, blind or padded by 1): a transposed conv of ``z`` + a conv of ``skip``."""
+def up_cat_conv(
+    conv: nn.Conv2d, z: torch.Tensor, skip: torch.Tensor, blind: bool = False, skip_in_fp32: bool = False
+) -> torch.Tensor:
+    """``conv(cat(upsample(z), skip))`` (3x3, blind or padded by 1): a transposed conv of ``z`` + a conv of ``skip``.
+
+    ``skip_in_fp32``: the skip is the image itself; under autocast its convolution (3 input
+    channels, cheap) runs in float32 and the sum is float32 (``in_fp32``).
+    """
     wt, ws = _split_weights(conv, z.shape[1])
     if blind:
         # the blind conv's output row r is the normal conv's row r - 1: no top padding, first 2h rows
         y = F.conv_transpose2d(z, wt, stride=2, padding=(0, 1))[:, :, : 2 * z.shape[2]]
-        return torch.add(blind_conv(skip, ws, conv.bias), y)
-    y = F.conv_transpose2d(z, wt, stride=2, padding=1)
-    return F.conv2d(skip, ws, conv.bias, padding=1).add_(y)
+
+        def skip_conv(s: torch.Tensor) -> torch.Tensor:
+            return blind_conv(s, ws, conv.bias)
+
+    else:
+        y = F.conv_transpose2d(z, wt, stride=2, padding=1)
+
+        def skip_conv(s: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(s, ws, conv.bias, padding=1)
+
+    if skip_in_fp32 and torch.is_autocast_enabled(skip.device.type):
+        return torch.add(in_fp32(skip_conv, skip), y.float())
+    if blind:
+        return torch.add(skip_conv(skip), y)
+    return skip_conv(skip).add_(y)
 
 
 def blind_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aprrd_cli.models.blocks import LEAK, channels_last, init_weights, up_cat_conv
+from aprrd_cli.models.blocks import LEAK, channels_last, in_fp32, init_weights, up_cat_conv
 from aprrd_cli.models.unet import UNet
 
 
@@ -35,8 +35,14 @@ class _Conv(nn.Module):
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, 3, padding=1)
+        self.full_precision = False  # under autocast: fp32 for the layer that reads the image (blocks.in_fp32)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.full_precision and torch.is_autocast_enabled(x.device.type):
+            return in_fp32(self._plain, x)
+        return self._plain(x)
+
+    def _plain(self, x: torch.Tensor) -> torch.Tensor:
         return F.leaky_relu(self.conv(x), LEAK, inplace=True)
 
     def up_cat(self, z: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -55,6 +61,7 @@ class NBSN102(nn.Module):
         c = width
         self.width = width
         self.enc1 = _Conv(3, c)
+        self.enc1.full_precision = True
         for i in range(2, 7):
             setattr(self, f"enc{i}", _Conv(c, c))
         self.dec5_2 = _Conv(2 * c, 2 * c)
@@ -79,4 +86,4 @@ class NBSN102(nn.Module):
         z = self.enc6(z)
         for i in (5, 4, 3, 2):
             z = getattr(self, f"dec{i}_1")(getattr(self, f"dec{i}_2").up_cat(z, skips[i - 1]))
-        return self.dec1_1(self.dec1_2.up_cat(z, skips[0]))
+        return in_fp32(self.dec1_1, self.dec1_2.up_cat(z, skips[0]))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aprrd_cli.models.blocks import LEAK, init_weights, rot, shift_down, unrot
+from aprrd_cli.models.blocks import LEAK, in_fp32, init_weights, rot, shift_down, unrot
 from aprrd_cli.models.constants import INFER_SHIFT
 from aprrd_cli.models.unet import UNet
 
@@ -56,7 +56,7 @@ class ATBSN(nn.Module):
         z = shifted_unrotated_cat(feats, shift)
         z = F.leaky_relu(self.nin_A(z), LEAK, inplace=True)
         z = F.leaky_relu(self.nin_B(z), LEAK, inplace=True)
-        return self.nin_C(z)
+        return in_fp32(self.nin_C, z)  # the image itself: fp32 under autocast
 
     def forward(self, x: torch.Tensor, shift: int = INFER_SHIFT) -> torch.Tensor:
         if shift < 0:

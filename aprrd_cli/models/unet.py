@@ -51,6 +51,10 @@ class UNet(nn.Module):
         self.dec3 = Dec(3 * c, 2 * c, 2 * c, blind)
         self.dec2 = Dec(3 * c, 2 * c, 2 * c, blind)
         self.dec1 = Dec(2 * c + in_ch, 2 * c, n_out, blind)
+        # under autocast, what reads the image itself or makes it stays fp32 (blocks.in_fp32)
+        self.intro.full_precision = True
+        self.dec1.conv1.image_skip = True
+        self.dec1.conv2.full_precision = n_out == 3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self.blind
