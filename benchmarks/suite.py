@@ -12,6 +12,7 @@ from benchmarks.data import sampler
 from benchmarks.harness import Section
 from benchmarks.inference import end_to_end, student_inference, teacher_inference
 from benchmarks.memory import memory
+from benchmarks.precision import bf16
 from benchmarks.training import gpu, training_steps
 
 BENCHMARKS: dict[str, Callable[[Context], Section]] = {
@@ -22,6 +23,7 @@ BENCHMARKS: dict[str, Callable[[Context], Section]] = {
     "sampler": sampler,
     "memory": memory,
     "allocator": allocator,
+    "bf16": bf16,
     "gpu": gpu,
 }
 

@@ -138,3 +138,22 @@ def test_a_failing_benchmark_is_reported_not_fatal(tmp_path: Path, monkeypatch: 
     ctx = Context(quick=True, tiny=True, shared=tmp_path, peak_gflops=1.0, tmp=tmp_path, log=lambda m: None)
     (sec,) = suite.run_all(ctx, ["gpu"])
     assert sec.passed is False and sec.notes == ["failed: RuntimeError: CUDA error: out of memory"]
+
+
+def test_tiny_bf16_benchmark_runs_where_bf16_is_native(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bf16 section's code, small (it measures fp32 against bf16 only on a bf16-native CPU)."""
+    from benchmarks.precision import bf16
+
+    ctx = Context(quick=True, tiny=True, shared=tmp_path / "absent", peak_gflops=1.0, tmp=tmp_path, log=lambda m: None)
+    monkeypatch.setenv("APRRD_CPU_BF16", "0")
+    assert bf16(ctx).rows == []
+    monkeypatch.setenv("APRRD_CPU_BF16", "1")
+    sec = bf16(ctx)
+    labels = [r.label for r in sec.rows]
+    assert (
+        labels[:2] == ["student 64x64", "teacher 64x64"]
+        and labels[2].startswith("APR step")
+        and labels[3].startswith("RD step")
+    )
+    assert all(r.baseline > 0 and r.ours > 0 for r in sec.rows)
+    assert "grey" in sec.rows[0].diff and "loss" in sec.rows[2].diff

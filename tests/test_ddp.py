@@ -26,7 +26,7 @@ from aprrd_cli.models.checkpoint import load_model
 
 ITERS, LR = 2, 1e-3
 ARGS = ("--iters", str(ITERS), "--batch-size", "4", "--patch-size", "32", "--width", "8", "--lr", str(LR))
-ARGS += ("--device", "cpu", "--threads", "1", "--log-every", "1")
+ARGS += ("--device", "cpu", "--threads", "1", "--log-every", "1", "--precision", "fp32")
 
 
 def free_port() -> int:

@@ -122,7 +122,7 @@ def test_precisions_and_what_fp32_means(restore_math) -> None:
     assert dev.resolve_precision("fp32", CPU) == "fp32" and dev.resolve_precision("bf16", CPU) == "bf16"
     with pytest.raises(DeviceError, match="tf32 is a mode of NVIDIA GPUs"):
         dev.resolve_precision("tf32", CPU)
-    with pytest.raises(DeviceError, match="use fp32, tf32, bf16 or fp16"):
+    with pytest.raises(DeviceError, match="use auto, fp32, tf32, bf16 or fp16"):
         dev.resolve_precision("fp8", CPU)
     dev.set_fp32_math("fp32")
     assert torch.backends.cudnn.conv.fp32_precision == "ieee" and torch.backends.cuda.matmul.fp32_precision == "ieee"

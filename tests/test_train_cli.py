@@ -227,3 +227,38 @@ def test_distill_help_shows_its_own_defaults(cli, monkeypatch):
     assert code == 0 and "(default: 200000)" in text and "(default: 128)" in text
     assert "400000" not in text and "256" not in text.split("--patch-size")[1][:80]
     assert "x>=1" not in text.split("--patch-size")[1][:80]
+
+
+def test_init_starts_a_run_from_given_weights_and_resumes(cli, prep, tmp_path):
+    """--init: the student starts from a checkpoint's weights (all of them), a teacher from a student's
+    (its UNet but the last layer); an initialised run resumes bit for bit; bad sources are one line."""
+    from aprrd_cli.models import NBSN100
+    from aprrd_cli.models.checkpoint import save_model
+
+    torch.manual_seed(5)
+    source = NBSN100(width=8)
+    save_model(tmp_path / "s.pth", source, iteration=0)
+    args = (*TINY[:6], "--width", "8", "--device", "cpu", "--threads", "1", "--precision", "fp32")
+    code, _, err = cli("train-apr", "--data", prep, "--run-dir", tmp_path / "apr", *args, "--init", tmp_path / "s.pth",
+                       "--iters", "1", "--lr", "1e-12")  # fmt: skip
+    assert code == 0, err
+    assert "initial weights: 32 of 40 tensors from" in flat(err)
+    teacher = load_model(tmp_path / "apr" / "teacher.pth").model.state_dict()
+    assert torch.allclose(teacher["unet.enc3.conv1.conv.weight"], source.state_dict()["unet.enc3.conv1.conv.weight"])
+
+    rd = ("--teacher", tmp_path / "apr" / "teacher.pth", "--data", prep, *args, "--init", tmp_path / "s.pth")
+    code, _, err = cli("distill", *rd, "--run-dir", tmp_path / "full")
+    assert code == 0 and "initial weights: 34 of 34 tensors" in flat(err), err
+    code, _, err = cli("distill", *rd, "--run-dir", tmp_path / "part", "--stop-at", "1")
+    assert code == 0, err
+    code, _, err = cli("distill", "--run-dir", tmp_path / "part", "--resume")
+    assert code == 0 and "initial weights" not in err, err  # the checkpoint holds the weights now
+    a, b = (load_model(tmp_path / r / "student.pth").model.state_dict() for r in ("full", "part"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "full" / "config.json").read_text())["config"]["init"] == str(tmp_path / "s.pth")
+
+    code, _, err = cli("distill", *rd[:-2], "--init", tmp_path / "nope.pth", "--run-dir", tmp_path / "x")
+    assert code == 1 and "--init" in err and "no such file" in err
+    code, _, err = cli("distill", *rd[:-2], "--init", tmp_path / "apr" / "teacher.pth", "--student", "1.02M",
+                       "--run-dir", tmp_path / "y")  # fmt: skip
+    assert code == 1 and "none of its tensors fit this nbsn-1.02M" in flat(err)

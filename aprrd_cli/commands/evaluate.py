@@ -20,10 +20,11 @@ from aprrd_cli.commands.options import (
     resolve_inference_precision,
 )
 from aprrd_cli.console import console, out, plural, progress
-from aprrd_cli.data.pairs import load_pairs
+from aprrd_cli.data.pairs import load_pairs, load_photos
 from aprrd_cli.denoise import MODEL_HELP, resolve_model
 from aprrd_cli.device import describe, resolve_device, set_fp32_math, set_threads, use_device
 from aprrd_cli.errors import AprrdError
+from aprrd_cli.evaluation.no_reference import check_photos, crops_of
 from aprrd_cli.evaluation.pictures import save_side_by_side
 from aprrd_cli.evaluation.protocols import evaluate_sidd_val, run_dnd, run_sidd_bench, score_model
 from aprrd_cli.evaluation.submission import SIDD_FILE, SiddOptionalData
@@ -78,6 +79,19 @@ def evaluate(
     pairs: Path = typer.Option(
         None, "--pairs", help="Folder with noisy/ and gt/ images of matching names.", show_default=False
     ),
+    photos: Path = typer.Option(
+        None,
+        "--photos",
+        help="A folder of your own noisy photos, no clean images: check the model without a reference "
+        "(colour shift, noise removed, agreement with the official student); exits 1 when a check fails.",
+        show_default=False,
+    ),
+    reference: str = typer.Option(
+        "official",
+        "--reference",
+        metavar="<path|name|none>",
+        help="With --photos: the model to compare with (a checkpoint, a named model, or none).",
+    ),
     eval_set: str = typer.Option(
         None, "--set", help="Prepared set: sidd-val, sidd-bench or dnd (see prepare-data).", show_default=False
     ),
@@ -126,8 +140,10 @@ def evaluate(
     images (pairs) or blocks (SIDD). --set sidd-bench writes OUT/SubmitSrgb.mat and --set dnd
     OUT/*.mat + OUT/bundled/*.mat, each checked on read-back. See docs/evaluation.md.
     """
-    if (pairs is None) == (eval_set is None):
-        raise AprrdError("give either --pairs DIR or --set sidd-val|sidd-bench|dnd (exactly one)", exit_code=2)
+    if sum(x is not None for x in (pairs, eval_set, photos)) != 1:
+        raise AprrdError(
+            "give either --pairs DIR, --photos DIR or --set sidd-val|sidd-bench|dnd (exactly one)", exit_code=2
+        )
     if eval_set is not None and eval_set not in SETS:
         raise AprrdError(f"unknown --set {eval_set!r}; choose one of {', '.join(SETS)}", exit_code=2)
     _check_json_target(json_path)
@@ -135,12 +151,13 @@ def evaluate(
 
     # the data first: a wrong folder should fail in a second, not after loading a model
     loaded_pairs = load_pairs(pairs) if pairs is not None else None
+    loaded_photos = load_photos(photos) if photos is not None else None
     es = None
     if eval_set is not None:
         from aprrd_cli.data.store import open_eval_set
 
         es = open_eval_set(data, eval_set)
-    out_dir = out_dir or RESULTS / (eval_set or pairs.resolve().name)
+    out_dir = out_dir or RESULTS / (eval_set or (pairs or photos).resolve().name)
     if save_images or eval_set in ("sidd-bench", "dnd"):  # submission files or pictures will go there
         check_output_dir(out_dir, "submission files and pictures" if eval_set else "pictures")
     dev = resolve_device(device)
@@ -162,6 +179,14 @@ def evaluate(
 
     if loaded_pairs is not None:
         _run_pairs(runner, loaded_pairs, pairs, out_dir if save_images else None, json_path)
+        return
+    if loaded_photos is not None:
+        ref = None if reference == "none" else _reference(reference, dev)
+        report = check_photos(den, crops_of(loaded_photos), ref)
+        _show_check(report, photos, reference if ref is not None else None)
+        _write_json(json_path, {"photos": str(photos), "model": model or str(model_path), **report})
+        if report["warnings"]:
+            raise typer.Exit(1)
         return
     assert es is not None
     pictures = out_dir / "pictures" if save_images else None
@@ -229,6 +254,40 @@ def evaluate(
                                 "seconds_per_megapixel": spm, "files": [str(p) for p in bundles]})  # fmt: skip
     if pictures is not None:
         console.print(f"pictures -> {pictures}")
+
+
+def _reference(spec: str, dev) -> Denoiser | None:
+    """The comparison model of --photos; when the official weights cannot be had (offline, empty
+    cache), the check goes on without it and says so."""
+    try:
+        path, _ = resolve_model(spec)
+    except AprrdError as e:
+        console.print(f"[yellow]warning:[/yellow] no comparison with {spec} ({e})")
+        return None
+    return Denoiser.for_loaded(load_model(path, map_location="cpu"), dev)
+
+
+def _show_check(report: dict, photos: Path, reference: str | None) -> None:
+    table = Table(title=f"no-reference check: {photos} (the centre 512x512 of each photo)", title_justify="left")
+    for col in ("photo", "colour shift R / G / B", "noise removed"):
+        table.add_column(col, justify="left" if col == "photo" else "right")
+    if reference:
+        table.add_column(f"agreement with {reference}", justify="right")
+    for r in report["images"]:
+        cells = [r["name"], " / ".join(f"{v:+.2f}" for v in r["colour_shift"]), f"{r['removed']:.2f}"]
+        if reference:
+            cells.append(f"{r['agreement_db']:.2f} dB")
+        table.add_row(*cells)
+    out.print(table)
+    line = (
+        f"{photos}: colour shift at most {report['max_colour_shift']:.2f} grey levels, noise removed "
+        f"{report['mean_removed']:.2f} grey levels on average"
+    )
+    if "mean_agreement_db" in report:
+        line += f", agreement with {reference} {report['mean_agreement_db']:.2f} dB on average"
+    console.print(line)
+    for w in report["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {w}")
 
 
 def _run_pairs(runner: Runner, pairs: list, pairs_dir: Path, pictures: Path | None, json_path: Path | None) -> None:

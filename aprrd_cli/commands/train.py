@@ -62,7 +62,8 @@ VAL_EVERY = typer.Option(None, "--val-every", min=0, help="Validate every N iter
 PRECISION = typer.Option(
     None,
     "--precision",
-    help="fp32 (true fp32), tf32 (GPU), bf16 or fp16 (default: bf16 on GPUs that have it, else fp32).",
+    help="auto, fp32 (true fp32), tf32 (GPU), bf16 or fp16 (default: auto, bf16 where the GPU or CPU computes it "
+    "natively, else fp32).",
 )
 DETERMINISTIC = typer.Option(
     None,
@@ -79,6 +80,14 @@ WARMUP = typer.Option(
     "--warmup",
     min=0,
     help="Iterations of linear learning-rate warm-up before the cosine (default: 0, the paper's).",
+)
+INIT = typer.Option(
+    None,
+    "--init",
+    metavar="<path|name>",
+    help="Start from these weights, not at random: a checkpoint or a named model (official, official-1.02M). "
+    "For a teacher, a student's weights fill its UNet but the last layer; the head stays random.",
+    show_default=False,
 )
 WIDTH = typer.Option(
     None, "--width", min=4, help="Network width (default: 48, the paper's; smaller is faster and weaker)."
@@ -166,6 +175,7 @@ def train_apr_cmd(
     threads: int = THREADS,
     log_every: int = LOG_EVERY,
     warmup: int = WARMUP,
+    init: str = INIT,
     width: int = WIDTH,
 ) -> None:
     """Train the teacher (AT-BSN) with the Adjacent Pixel Replacer; writes RUN/teacher.pth."""
@@ -181,6 +191,7 @@ def train_apr_cmd(
         stop_grad=True if stop_grad else None,
         width=width,
         warmup=warmup,
+        init=init,
     )
     cfg = _config(APRConfig, run_dir, resume, given)
     opts = _run_options(locals())
@@ -216,6 +227,7 @@ def distill_cmd(
     threads: int = THREADS,
     log_every: int = LOG_EVERY,
     warmup: int = WARMUP,
+    init: str = INIT,
     width: int = WIDTH,
 ) -> None:
     """Distil the student (NBSN) from a frozen teacher with Recharged Distillation; writes RUN/student.pth."""
@@ -231,6 +243,7 @@ def distill_cmd(
         teacher=str(teacher) if teacher is not None else None,
         width=width,
         warmup=warmup,
+        init=init,
     )
     cfg = _config(RDConfig, run_dir, resume, given)
     opts = _run_options(locals())

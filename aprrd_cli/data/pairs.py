@@ -104,3 +104,20 @@ def load_pairs(pairs_dir: Path, option: str = "--pairs") -> list[Pair]:
     if converted:
         warn(f"{converted} image(s) were not 8-bit; they are scored as 8-bit images, as the field does")
     return pairs
+
+
+def load_photos(folder: Path, option: str = "--photos") -> list[tuple[str, np.ndarray]]:
+    """``(name, noisy)`` for the photos of a folder (any nesting), as 8-bit RGB like the pairs."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder; {option} expects a folder of noisy photos")
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_path(p) and not p.name.startswith("."))
+    if not paths:
+        raise InputError(f"{folder} holds no PNG, TIFF or JPEG images; {option} expects a folder of noisy photos")
+    out = []
+    for p in paths:
+        arr, _ = _as_rgb8(read_image(p)[0], p)
+        if min(arr.shape[:2]) < MIN_SIDE:
+            raise InputError(f"{p} is smaller than {MIN_SIDE} pixels on a side, too small to check")
+        out.append((str(p.relative_to(folder)), arr))
+    return out

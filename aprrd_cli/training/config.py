@@ -23,6 +23,7 @@ class TrainConfig:
     seed: int = 0
     width: int = 48  # network width (48 in the paper; smaller only for tests and experiments)
     warmup: int = 0  # iterations of linear learning-rate warm-up before the cosine (the paper: none)
+    init: str | None = None  # start from these weights (a checkpoint or a named model) instead of at random
 
     stage = "base"
     output = "model.pth"

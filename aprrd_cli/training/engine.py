@@ -163,9 +163,10 @@ def train(
     precision: str = "fp32",
     validate: Callable[[nn.Module], dict] | None = None,
     share: tuple[int, int] = (0, 1),
+    precision_reason: str = "",
 ) -> TrainResult:
     """Train ``stage.model`` to ``cfg.iters`` (or ``opts.stop_at``), resuming if asked."""
-    run = open_run(stage, cfg, opts, device, precision, share)
+    run = open_run(stage, cfg, opts, device, precision, share, precision_reason)
     batch_bytes = cfg.batch_size // share[1] * 3 * cfg.patch_size**2 * 4
     workers = workers_that_fit(opts.workers, batch_bytes, announce=run.main)
     loader = sampler.loader(run.start, num_workers=workers, pin_memory=device.type == "cuda")
@@ -198,7 +199,15 @@ def train(
     return finish(run)
 
 
-def open_run(stage: Stage, cfg: TrainConfig, opts, device: torch.device, precision: str, share: tuple[int, int]) -> Run:
+def open_run(
+    stage: Stage,
+    cfg: TrainConfig,
+    opts,
+    device: torch.device,
+    precision: str,
+    share: tuple[int, int],
+    precision_reason: str = "",
+) -> Run:
     """Everything a run needs before its first step: the optimiser and schedule, the checkpoint
     it continues (after every check), the wrapped network, the log and ``config.json``."""
     rank, world = share
@@ -250,6 +259,7 @@ def open_run(stage: Stage, cfg: TrainConfig, opts, device: torch.device, precisi
                 "options": opts.to_dict(),
                 "device": str(device),
                 "precision": precision,
+                "precision_reason": precision_reason,
                 "world_size": world,
                 "identity": {k: v[0] for k, v in stage.identity.items()},
             },

@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from rich.markup import escape
 from torch import nn
@@ -23,8 +24,8 @@ from aprrd_cli.device import (
     cleanup_distributed,
     describe,
     init_distributed,
+    precision_with_reason,
     resolve_device,
-    resolve_precision,
     set_determinism,
     set_fp32_math,
     set_threads,
@@ -149,14 +150,14 @@ def make_validator(val: str, prep: Path, device: torch.device) -> Callable[[nn.M
     return validate
 
 
-def _setup(opts: RunOptions, cfg: TrainConfig) -> tuple[int, int, torch.device, str]:
+def _setup(opts: RunOptions, cfg: TrainConfig) -> tuple[int, int, torch.device, tuple[str, str]]:
     rank, world, local = init_distributed(opts.device)
     device = resolve_device(opts.device)
     if world > 1 and device.type == "cuda":
         device = torch.device(f"cuda:{local}")
     use_device(device)
     set_threads(opts.threads)
-    precision = resolve_precision(opts.precision, device)
+    precision, why = precision_with_reason(opts.precision, device)
     set_fp32_math(precision)
     set_determinism(device, opts.deterministic)
     cfg.check(world)
@@ -164,7 +165,7 @@ def _setup(opts: RunOptions, cfg: TrainConfig) -> tuple[int, int, torch.device, 
         raise AprrdError(f"--save-every must be at least 1, got {opts.save_every}", exit_code=2)
     if opts.stop_at is not None and opts.stop_at < 1:
         raise AprrdError(f"--stop-at must be at least 1, got {opts.stop_at}", exit_code=2)
-    return rank, world, device, precision
+    return rank, world, device, (precision, why)
 
 
 def prepare_model(model: nn.Module, device: torch.device, opts: RunOptions) -> nn.Module:
@@ -175,11 +176,11 @@ def prepare_model(model: nn.Module, device: torch.device, opts: RunOptions) -> n
     return model
 
 
-def _announce(title: str, cfg: TrainConfig, model: nn.Module, device, precision: str, world: int, opts) -> None:
+def _announce(title: str, cfg: TrainConfig, model: nn.Module, device, precision: tuple[str, str], world, opts) -> None:
     console.print(
         f"{title}: {count_params(model):,} parameters; {cfg.iters:,} iterations of batch {cfg.batch_size} "
         f"x {cfg.patch_size}^2, lr {cfg.lr:g} cosine{f' after {cfg.warmup} warm-up' if cfg.warmup else ''}; "
-        f"{describe(device)}, {precision}"
+        f"{describe(device)}, {precision[0]} ({precision[1]})"
         + (f", {world} processes (DDP)" if world > 1 else "")
         + f"; run folder {opts.run_dir}"
     )
@@ -195,7 +196,7 @@ def run_stage(
     folder's lock, the data and validation, then the engine. ``build_stage(device, store)``
     makes the stage's network, loss and generators: the entry point of every stage, the study's
     baselines included."""
-    rank, world, device, precision = _setup(opts, cfg)
+    rank, world, device, (precision, why) = _setup(opts, cfg)
     main = rank == 0
     interrupted = False
     try:
@@ -205,8 +206,11 @@ def run_stage(
             validate = make_validator(opts.val, Path(opts.data), device) if (opts.val and main) else None
             stage = build_stage(device, store)
             if main:
-                _announce(stage.title, cfg, stage.model, device, precision, world, opts)
-            return train(stage, cfg, opts, sampler, device, precision, validate, (rank, world))
+                _announce(stage.title, cfg, stage.model, device, (precision, why), world, opts)
+            result = train(stage, cfg, opts, sampler, device, precision, validate, (rank, world), why)
+            if main and result.output is not None:
+                self_check(result.output, store, device)
+            return result
     except KeyboardInterrupt:
         interrupted = True
         raise
@@ -214,10 +218,78 @@ def run_stage(
         cleanup_distributed(interrupted)
 
 
+def initial_weights(model: nn.Module, spec: str, announce: bool = True) -> int:
+    """Copy into ``model`` every tensor of checkpoint ``spec`` (a path or a named model) whose name
+    and shape it shares; the others keep their seeded initial values. Returns how many were copied.
+
+    A student's weights fit a student of its kind whole; into a teacher they fit its UNet but
+    the last layer (32 of its 40 tensors), the head staying random."""
+    from aprrd_cli.models.zoo import fetch, is_named
+
+    path = fetch(spec) if is_named(spec) else Path(spec)
+    if not path.exists():
+        raise AprrdError(f"--init {spec}: no such file; give a checkpoint or a named model (official, official-1.02M)")
+    source = load_model(path)
+    src, dst = source.model.state_dict(), model.state_dict()
+    fit = {k: v for k, v in src.items() if k in dst and dst[k].shape == v.shape}
+    if not fit:
+        raise AprrdError(
+            f"--init {spec}: none of its tensors fit this {model.arch} (it holds a {source.arch}); give weights of "
+            "the same network, or for a teacher an AT-BSN or the 1.00M student"
+        )
+    with torch.no_grad():
+        for k, v in fit.items():
+            dst[k].copy_(v)
+    if announce:
+        console.print(f"initial weights: {len(fit)} of {len(dst)} tensors from {spec} ({source.arch}), the rest seeded")
+    return len(fit)
+
+
+SELF_CHECK_PHOTOS = 6
+
+
+def self_check(model_path: Path, store: TrainStore, device: torch.device) -> dict | None:
+    """The no-reference check of a finished model on a few of its own training photos (their centre
+    256x256): a model that makes photos worse (a colour shift, nothing removed) does not pass
+    unnoticed. Compares with the official student only when its weights are already cached."""
+    from aprrd_cli.evaluation.no_reference import check_photos
+    from aprrd_cli.inference import Denoiser
+    from aprrd_cli.models.zoo import NAMED, cached_path
+
+    picks = np.linspace(0, len(store) - 1, min(SELF_CHECK_PHOTOS, len(store))).round().astype(int)
+    photos = []
+    for i in sorted(set(picks.tolist())):
+        img = store.images[i]
+        side = min(256, *img.shape[:2]) // 32 * 32
+        top, left = (img.shape[0] - side) // 2, (img.shape[1] - side) // 2
+        crop = store.crop(i, top, left, side)
+        if crop.dtype == np.uint16:
+            crop = np.rint(crop / 257.0).astype(np.uint8)
+        photos.append((store.names[i], crop))
+    loaded = load_model(model_path)
+    official = cached_path(NAMED["official"])
+    reference = Denoiser(load_model(official).model, device) if official.is_file() else None
+    with torch.no_grad():
+        report = check_photos(Denoiser.for_loaded(loaded, device), photos, reference)
+    line = (
+        f"self-check on {len(photos)} of the training photos (no clean image): colour shift at most "
+        f"{report['max_colour_shift']:.2f} grey levels, noise removed {report['mean_removed']:.2f} on average"
+    )
+    if "mean_agreement_db" in report:
+        line += f", {report['mean_agreement_db']:.2f} dB from the official student's output"
+    console.print(line)
+    for w in report["warnings"]:
+        warn(w)
+    return report
+
+
 def apr_stage(cfg: APRConfig, device: torch.device, opts: RunOptions, data_id: str = "") -> Stage:
-    """The APR stage: a fresh AT-BSN (seeded), L_APR and the APR draw's generator."""
+    """The APR stage: a fresh AT-BSN (seeded, or from ``--init``), L_APR and the APR draw's generator."""
     torch.manual_seed(cfg.seed)
-    model = prepare_model(ATBSN(width=cfg.width), device, opts)
+    teacher = ATBSN(width=cfg.width)
+    if cfg.init and not opts.resume:
+        initial_weights(teacher, cfg.init)
+    model = prepare_model(teacher, device, opts)
     gen = generator(device, cfg.seed)
 
     def loss(net: nn.Module, y: torch.Tensor, share: tuple[int, int]) -> torch.Tensor:
@@ -265,7 +337,10 @@ def rd_stage(
 ) -> Stage:
     """The RD stage: a fresh student (seeded), the frozen teacher, L_RD and the Recharger's generator."""
     torch.manual_seed(cfg.seed)
-    student = prepare_model(build(STUDENTS[cfg.student], width=cfg.width), device, opts)
+    student = build(STUDENTS[cfg.student], width=cfg.width)
+    if cfg.init and not opts.resume:
+        initial_weights(student, cfg.init)
+    student = prepare_model(student, device, opts)
     frozen = prepare_model(teacher, device, opts)
     targets_from = CompiledTeacher(frozen) if opts.compile else frozen
     gen = generator(device, cfg.seed)
