@@ -150,3 +150,28 @@ def test_noise_kept():
     assert noise_kept(noisy, noisy, gt) == pytest.approx(1.0)
     assert noise_kept(gt, noisy, gt) == pytest.approx(0.0)
     assert noise_kept(gt + 0.5 * (noisy - gt), noisy, gt) == pytest.approx(0.5)
+
+
+def test_precision_report_reads_paired_runs(tmp_path, capsys) -> None:
+    """experiments.precision: the runs' curves plotted and their final models scored, with the paired
+    bf16 - fp32 differences."""
+    from aprrd_cli.models import ATBSN, NBSN100
+    from experiments.precision import main as precision_main
+
+    rng = np.random.default_rng(0)
+    for sub in ("noisy", "gt"):
+        write_image(tmp_path / "pairs" / sub / "a.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    for prec in ("fp32", "bf16"):
+        run = tmp_path / "runs" / "cc15" / f"s0-{prec}"
+        for stage, net, file in (("apr", ATBSN, "teacher.pth"), ("rd", NBSN100, "student.pth")):
+            (run / stage).mkdir(parents=True)
+            torch.manual_seed(0 if prec == "fp32" else 1)
+            save_model(run / stage / file, net(width=8), iteration=2)
+            log = [{"iteration": i, "val_psnr": 20.0 + i, "val_ssim": 0.5} for i in (1, 2)]
+            (run / stage / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    code = precision_main(["--runs", str(tmp_path / "runs"), "--set", "cc15", "--pairs", str(tmp_path / "pairs"),
+                           "--plot", str(tmp_path / "p.png")])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "| seed 0, bf16 |" in out and "| seed 0, fp32 |" in out
+    assert "bf16 - fp32, APR teacher:" in out and "bf16 - fp32, RD student:" in out
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"

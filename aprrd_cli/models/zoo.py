@@ -27,7 +27,7 @@ from pathlib import Path
 
 from aprrd_cli.console import console, progress, warn
 from aprrd_cli.errors import AprrdError
-from aprrd_cli.utils.atomic import atomic_path, check_output_dir, remove_partials
+from aprrd_cli.utils.atomic import atomic_path, check_output_dir
 
 RELEASE = "HYK2017/APRRD"
 RELEASE_COMMIT = "36df6e0d8fff8c5ba0055ee14ae95c07f092c2cf"
@@ -124,7 +124,6 @@ def fetch(name: str) -> Path:
 def _download(model: NamedModel, path: Path) -> None:
     url = url_of(model)
     check_output_dir(path.parent, f"{model.name} weights (set APRRD_CACHE to a writable folder)")
-    remove_partials(path.parent, dead_only=True)
     by_hand = f"download {url} by hand and put it at {path}, or set APRRD_WEIGHTS_URL to a mirror"
     import torch.hub
 
