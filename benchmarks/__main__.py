@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 from aprrd_cli.utils.atomic import atomic_write_text
+from benchmarks.context import REPO, Context
 from benchmarks.harness import load_average, machine, matmul_peak, render
-from benchmarks.suite import BENCHMARKS, REPO, Context, run_all
+from benchmarks.suite import BENCHMARKS, run_all
 
 
 def main(argv: list[str] | None = None) -> int:

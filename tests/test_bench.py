@@ -157,3 +157,11 @@ def test_tiny_bf16_benchmark_runs_where_bf16_is_native(tmp_path: Path, monkeypat
     )
     assert all(r.baseline > 0 and r.ours > 0 for r in sec.rows)
     assert "grey" in sec.rows[0].diff and "loss" in sec.rows[2].diff
+
+
+def test_the_bench_command_starts_and_refuses_an_unknown_benchmark(capsys) -> None:
+    from benchmarks.__main__ import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--only", "nope"])
+    assert e.value.code == 2 and "unknown benchmark(s) nope" in capsys.readouterr().err

@@ -28,9 +28,14 @@ def test_nonsense_is_a_usage_error() -> None:
     assert e.value.exit_code == 2
 
 
-def test_precision_rules() -> None:
+def test_precision_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
+    monkeypatch.setenv("APRRD_CPU_BF16", "0")
     assert resolve_precision(None, cpu) == "fp32"
+    assert resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setenv("APRRD_CPU_BF16", "1")
+    assert resolve_precision(None, cpu) == "bf16"
+    assert resolve_precision("fp32", cpu) == "fp32"
     assert resolve_precision("bf16", cpu) == "bf16"
     with pytest.raises(DeviceError, match="fp16 is not supported on the CPU"):
         resolve_precision("fp16", cpu)
