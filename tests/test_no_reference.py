@@ -91,3 +91,18 @@ def test_training_ends_with_a_self_check(cli, tmp_path: Path) -> None:
                        "--batch-size", "1", "--patch-size", "32", "--width", "8", "--device", "cpu")  # fmt: skip
     assert code == 0, err
     assert "self-check on 2 of the training photos (no clean image): colour shift at most" in flat(err)
+    # 2 iterations of 1 x 32^2 against the paper's 400k x 8 x 256^2: the summary says what such budgets gave
+    assert "budget: this run saw 1/102,400,000 of the paper's training" in flat(err)
+    assert f"aprrd evaluate --model {tmp_path / 'r' / 'teacher.pth'} --photos DIR" in flat(err)
+
+
+def test_the_budget_note_is_for_short_runs_only() -> None:
+    from aprrd_cli.training.config import APRConfig, RDConfig
+    from aprrd_cli.training.engine import budget_note
+
+    out = Path("runs/x.pth")
+    note = budget_note(APRConfig(iters=1000, batch_size=1, patch_size=256), 1000, out)
+    assert note is not None and "1/3,200 of the paper's training" in note and "--photos DIR" in note
+    assert "1/800 " in budget_note(RDConfig(iters=1000, batch_size=2, patch_size=128), 1000, out)
+    assert budget_note(APRConfig(iters=20_000, batch_size=8, patch_size=256), 20_000, out) is None  # 1/20: quiet
+    assert budget_note(APRConfig(), 400_000, out) is None

@@ -454,10 +454,38 @@ def _summary(run: Run, output: Path | None) -> None:
     console.print(", ".join(parts))
     if output is not None:
         console.print(f"finished in {duration(run.elapsed())} of training; result -> {output}")
+        note = budget_note(run.cfg, run.done, output)
+        if note:
+            console.print(note)
     else:
         console.print(
             f"stopped at iteration {run.done} (--stop-at); checkpoint {run.checkpoint}; continue with --resume"
         )
+
+
+# the paper's budget per stage in pixels seen (iterations x batch x patch side^2)
+PAPER_PIXELS = {"apr": 400_000 * 8 * 256**2, "rd": 200_000 * 8 * 128**2}
+SMALL_BUDGET = 0.05  # below this share of the paper's pixels, say what such runs gave
+
+
+def budget_note(cfg: TrainConfig, done: int, output: Path) -> str | None:
+    """What a short run can be expected to give, and how to check it without a clean image.
+
+    A photographer's CPU evening is about 1/1000 of the paper's budget; at such budgets a model
+    trained on a camera's own photos has stayed below the official SIDD-trained student on every
+    set measured (docs/results.md), and a worse-than-input model must not pass unnoticed."""
+    paper = PAPER_PIXELS.get(cfg.stage)
+    if paper is None:
+        return None
+    share = done * cfg.batch_size * cfg.patch_size**2 / paper
+    if share >= SMALL_BUDGET:
+        return None
+    return (
+        f"budget: this run saw 1/{round(1 / share):,} of the paper's training (pixels: iterations x batch x "
+        "patch^2); at up to 1/800 of it on a CPU, models trained on a camera's own photos stayed below the "
+        "official student (docs/results.md). Check it on your photos, no clean image needed: "
+        f"aprrd evaluate --model {output} --photos DIR"
+    )
 
 
 def workers_that_fit(workers: int, batch_bytes: int, announce: bool, prefetch: int = 2) -> int:
