@@ -52,14 +52,57 @@ def test_a_colour_shift_and_a_model_that_removes_nothing_are_flagged() -> None:
     assert not any("input's" in w for w in vs_ref["warnings"])  # 3 grey levels from the input is allowed
 
 
-def test_the_official_student_passes_on_real_photos(official_student_path, sidd7) -> None:
+class Blur(torch.nn.Module):
+    """A box filter of side ``k``: removes noise, and beyond a small ``k`` detail as well."""
+
+    kind = "student"
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.avg_pool2d(x, self.k, 1, self.k // 2, count_include_pad=False)
+
+
+class Noisier(torch.nn.Module):
+    """The input with more noise: a 'denoiser' worse than doing nothing."""
+
+    kind = "student"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = torch.Generator().manual_seed(1)
+        return x + 0.04 * torch.randn(x.shape, generator=g)
+
+
+def test_worse_than_the_input_is_flagged_against_the_official_output() -> None:
+    ref = Denoiser(Blur(3), CPU)
+    same = check_photos(Denoiser(Blur(3), CPU), photos(), ref)
+    assert same["warnings"] == [] and same["farther_than_input"] == 0
+    assert same["mean_removed"] == pytest.approx(same["reference_removed"])
+    smooth = check_photos(Denoiser(Blur(9), CPU), photos(), ref)
+    assert smooth["mean_removed"] > 1.15 * smooth["reference_removed"]
+    assert any("more than the official student" in w and "detail goes too" in w for w in smooth["warnings"])
+    worse = check_photos(Denoiser(Noisier(), CPU), photos(), ref)
+    assert worse["farther_than_input"] == 3
+    assert any("on 3 of 3 photo(s) the output is farther from the official student's than the noisy photo" in w
+               for w in worse["warnings"])  # fmt: skip
+    alone = check_photos(Denoiser(Noisier(), CPU), photos())  # without the official output these cannot be told
+    assert "farther_than_input" not in alone and not any("official" in w for w in alone["warnings"])
+
+
+def test_the_official_student_passes_on_real_photos(official_student_path, official_student_102_path, sidd7) -> None:
     from aprrd_cli.data.pairs import load_photos
     from aprrd_cli.evaluation.no_reference import crops_of
 
-    report = check_photos(
-        Denoiser(load_model(official_student_path).model, CPU), crops_of(load_photos(sidd7 / "noisy"))[:3]
-    )
+    crops = crops_of(load_photos(sidd7 / "noisy"))[:3]
+    official = Denoiser(load_model(official_student_path).model, CPU)
+    report = check_photos(official, crops)
     assert report["warnings"] == [] and report["mean_removed"] > 5
+    # the release's other student, against the 1.00M: close, never worse than the input, same removal
+    other = check_photos(Denoiser(load_model(official_student_102_path).model, CPU), crops, official)
+    assert other["warnings"] == [] and other["farther_than_input"] == 0
+    assert 0.9 < other["mean_removed"] / other["reference_removed"] < 1.1
 
 
 def test_evaluate_photos_reports_and_exits_1_on_a_failed_check(cli, tmp_path: Path, tiny_student) -> None:
@@ -77,6 +120,13 @@ def test_evaluate_photos_reports_and_exits_1_on_a_failed_check(cli, tmp_path: Pa
     assert "warning: the output's colour departs from the input's" in flat(err)
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["max_colour_shift"] > 5 and len(report["images"]) == 3 and report["warnings"]
+    # against a reference (here the model itself): the distance, and the reference's own removal
+    code, _, err = cli("evaluate", "-m", tiny_student, "--photos", tmp_path / "ph", "--reference", tiny_student,
+                       "--json", tmp_path / "self.json")  # fmt: skip
+    mine = json.loads((tmp_path / "self.json").read_text())
+    assert mine["farther_than_input"] == 0 and mine["reference_removed"] == pytest.approx(mine["mean_removed"])
+    assert "farther from its output than the noisy photo on 0 of 3)" in flat(err)
+    assert code == (1 if mine["warnings"] else 0)
     code, _, err = cli("evaluate", "-m", tiny_student, "--photos", tmp_path / "nope")
     assert code == 1 and "--photos expects a folder of noisy photos" in flat(err)
     code, _, err = cli("evaluate", "-m", tiny_student, "--photos", tmp_path / "ph", "--pairs", tmp_path)

@@ -284,7 +284,11 @@ def _show_check(report: dict, photos: Path, reference: str | None) -> None:
         f"{report['mean_removed']:.2f} grey levels on average"
     )
     if "mean_agreement_db" in report:
-        line += f", agreement with {reference} {report['mean_agreement_db']:.2f} dB on average"
+        line += (
+            f", agreement with {reference} {report['mean_agreement_db']:.2f} dB on average ({reference} removes "
+            f"{report['reference_removed']:.2f}; farther from its output than the noisy photo on "
+            f"{report['farther_than_input']} of {len(report['images'])})"
+        )
     console.print(line)
     for w in report["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {w}")

@@ -276,7 +276,10 @@ def self_check(model_path: Path, store: TrainStore, device: torch.device) -> dic
         f"{report['max_colour_shift']:.2f} grey levels, noise removed {report['mean_removed']:.2f} on average"
     )
     if "mean_agreement_db" in report:
-        line += f", {report['mean_agreement_db']:.2f} dB from the official student's output"
+        line += (
+            f", {report['mean_agreement_db']:.2f} dB from the official student's output (which removes "
+            f"{report['reference_removed']:.2f})"
+        )
     console.print(line)
     for w in report["warnings"]:
         warn(w)
