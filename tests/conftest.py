@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,12 @@ from tests.helpers import REAL, REFERENCE, need
 # One thread: tests use tiny tensors, and on a busy 2-core machine two OpenMP threads
 # thrash (measured: tiny convolutions ~50x slower). CI time stays predictable.
 torch.set_num_threads(1)
+
+# A shell without job control starts background jobs (`make test &`, nohup) with SIGINT ignored,
+# and exec'd children inherit that: the Ctrl-C tests would then test nothing and fail. Restoring
+# Python's handler here also gives the aprrd processes the tests start the default disposition.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
