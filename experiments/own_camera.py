@@ -16,12 +16,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from aprrd_cli.training.records import read_log, val_points
+from aprrd_cli.training.records import read_log
+from experiments.figures import pyplot, save
+from experiments.study.report import val_curve
 
 
 def curve(run: Path, seconds_per_it: float, start_min: float = 0.0) -> list[tuple[float, float]]:
     """(minutes, validation PSNR) of a run folder's log, shifted by ``start_min``."""
-    return [(start_min + it * seconds_per_it / 60, psnr) for it, psnr in val_points(read_log(run / "log.jsonl"))]
+    return [(start_min + it * seconds_per_it / 60, psnr) for it, psnr in val_curve(run)]
 
 
 def last_iteration(run: Path) -> int:
@@ -41,10 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 3.8), dpi=90)
     apr = curve(a.apr, a.apr_seconds)
@@ -66,10 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ax.set_title(f"{a.title}: trained on its own noisy photos only", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(a.out)
-    plt.close(fig)
+    save(fig, a.out)
     print(f"wrote {a.out}")
     return 0
 

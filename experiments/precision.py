@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aprrd_cli.training.records import read_log, val_points
+from experiments.figures import pyplot, save
+from experiments.study.report import val_curve
 
 
 def runs_of(root: Path, name: str) -> dict[tuple[int, str], Path]:
@@ -46,17 +47,13 @@ def scores(run: Path, pairs: list, stage: str) -> dict:
 
 
 def plot(path: Path, runs: dict[tuple[int, str], Path], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=90)
     colours = {"fp32": "tab:blue", "bf16": "tab:orange"}
     for (seed, precision), run in sorted(runs.items()):
         for ax, stage in zip(axes, ("apr", "rd"), strict=True):
-            log = run / stage / "log.jsonl"
-            pts = val_points(read_log(log)) if log.exists() else []
+            pts = val_curve(run / stage)
             if pts:
                 style = "-" if seed == 0 else "--"
                 ax.plot(*zip(*pts, strict=True), style, marker="o", ms=3, color=colours.get(precision),
@@ -67,10 +64,7 @@ def plot(path: Path, runs: dict[tuple[int, str], Path], title: str) -> None:
         ax.set_ylabel("validation PSNR (dB), whole photos")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

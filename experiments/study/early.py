@@ -12,15 +12,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from experiments.figures import pyplot, save
+
 
 def plot_runs(
     path: Path, specs: list[str], title: str = "early phase: validation PSNR", upto: int | None = None
 ) -> int:
     """Validation curves of several runs (``LABEL=RUN_DIR``) on one plot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from experiments.study.report import val_curve
 
@@ -35,10 +34,7 @@ def plot_runs(
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, path)
     return 0
 
 

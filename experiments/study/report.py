@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from aprrd_cli.training.records import read_log, val_points
+from experiments.figures import pyplot, save
 from experiments.study.scoring import LABELS
 
 CURVE_MODELS = (("bsn", "plain BSN"), ("apr", "APR teacher"), ("rd", "RD student"))
@@ -26,10 +27,7 @@ def val_curve(run_dir: Path) -> list[tuple[int, float]]:
 
 def plot_curves(path: Path, title: str, curves: dict[str, list[tuple[int, float]]], lines: dict[str, float]) -> None:
     """PSNR-vs-iteration of the trained models, with flat reference lines (noisy input, official)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=90)
     for key, label in CURVE_MODELS:
@@ -45,10 +43,7 @@ def plot_curves(path: Path, title: str, curves: dict[str, list[tuple[int, float]
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save(fig, path)
 
 
 def detail_window(gt: np.ndarray, side: int) -> tuple[int, int]:
