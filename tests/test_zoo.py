@@ -28,14 +28,22 @@ from tests.helpers import REFERENCE, one_line
 class Mirror:
     """A folder laid out as the release, served on 127.0.0.1; counts the requests."""
 
-    def __init__(self, root: Path, delay: float = 0.0) -> None:
+    def __init__(self, root: Path, delay: float = 0.0, together: int = 0) -> None:
+        """``together``: hold each request until that many have arrived (so downloads overlap
+        however slowly the clients start); a sleep alone is not enough on a loaded machine."""
         self.root = root
         self.requests: list[str] = []
         mirror = self
+        barrier = threading.Barrier(together) if together else None
 
         class Handler(http.server.SimpleHTTPRequestHandler):
             def do_GET(self) -> None:
                 mirror.requests.append(self.path)
+                if barrier is not None:
+                    try:
+                        barrier.wait(timeout=100)
+                    except threading.BrokenBarrierError:
+                        pass  # the other never came: serve anyway, the test's count will say so
                 if delay:
                     time.sleep(delay)
                 super().do_GET()
@@ -191,13 +199,13 @@ def test_a_damaged_cached_file_is_fetched_again(mirror, tiny, capsys) -> None:
 
 
 def test_two_processes_fetching_at_once(tmp_path) -> None:
-    """Both succeed and the cache holds one complete, verified file (the server is slowed so the
-    two downloads overlap)."""
+    """Both succeed and the cache holds one complete, verified file (the server holds the first
+    request until the second arrives, so the two downloads overlap)."""
     torch.manual_seed(0)
     src = tmp_path / "tiny.pth"
     torch.save({"model_state_dict": NBSN100(width=8).state_dict()}, src)
     data = src.read_bytes()
-    m = Mirror(tmp_path / "mirror", delay=0.5)
+    m = Mirror(tmp_path / "mirror", delay=0.2, together=2)
     try:
         m.put(zoo.NAMED["official"], data)
         code = (
