@@ -38,3 +38,29 @@ def test_precision_pairs_are_found_by_seed_and_precision(tmp_path: Path) -> None
     runs = runs_of(tmp_path, "cc15")
     assert sorted(runs) == [(0, "bf16"), (0, "fp32"), (1, "bf16")]
     assert runs[(1, "bf16")] == tmp_path / "cc15" / "s1-bf16"
+
+
+def test_transplant_variants_copy_freeze_and_slow_what_they_say(official_student_path: Path) -> None:
+    import torch
+
+    from aprrd_cli.models.checkpoint import load_model
+    from experiments.teacher_transplant import make_teacher
+
+    student = load_model(official_student_path).model.state_dict()
+    key = "unet.enc3.conv1.conv.weight"
+    copied, groups = make_teacher("copied", official_student_path, 0)
+    assert torch.equal(copied.state_dict()[key], student[key]) and [g["factor"] for g in groups] == [1.0]
+    random, _ = make_teacher("random", official_student_path, 0)
+    assert not torch.equal(random.state_dict()[key], student[key])
+    slow, groups = make_teacher("copied-slow", official_student_path, 0)
+    slow_names = {id(p) for p in groups[0]["params"]}
+    named = dict(slow.named_parameters())
+    assert [g["factor"] for g in groups] == [0.1, 1.0]
+    assert id(named[key]) in slow_names and id(named["nin_C.weight"]) not in slow_names
+    assert id(named["unet.dec1.conv2.conv.weight"]) not in slow_names  # 96 outputs: the student's has 3
+    frozen, groups = make_teacher("copied-frozen", official_student_path, 0)
+    trained = {k for k, p in frozen.named_parameters() if p.requires_grad}
+    assert trained == {"unet.dec1.conv2.conv.weight", "unet.dec1.conv2.conv.bias"} | {
+        f"nin_{c}.{t}" for c in "ABC" for t in ("weight", "bias")
+    }
+    assert sum(len(g["params"]) for g in groups) == len(trained)
