@@ -127,3 +127,18 @@ def test_inference_then_training_share_the_cached_constants() -> None:
         net(torch.rand(1, 3, 32, 32))
     net(torch.rand(1, 3, 32, 32)).mean().backward()
     assert all(p.grad is not None for p in net.parameters())
+
+
+def test_folded_weights_made_under_bf16_are_not_reused_in_fp32() -> None:
+    """The folded decoder weights are cached for inference; made under bf16 autocast they are bf16,
+    and a later fp32 call on the same network (a bf16 denoise, then an fp32 evaluate) crashed."""
+    torch.manual_seed(0)
+    net, fresh = NBSN100(width=8).eval(), NBSN100(width=8).eval()
+    fresh.load_state_dict(net.state_dict())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = net(x)
+        assert torch.equal(net(x), fresh(x))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.equal(net(x), half)

@@ -121,7 +121,11 @@ def _split_weights(conv: nn.Conv2d, cz: int) -> tuple[torch.Tensor, torch.Tensor
     w = conv.weight
     if torch.is_grad_enabled():
         return upsampled_weight(w[:, :cz]), w[:, cz:]
-    key = (w.data_ptr(), w._version, w.dtype, w.device, cz, torch.is_inference_mode_enabled())
+    # under autocast the folded weight comes out in the autocast dtype: a later call without it
+    # (or with another dtype) must not reuse it
+    dev = w.device.type
+    cast = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
+    key = (w.data_ptr(), w._version, w.dtype, w.device, cz, torch.is_inference_mode_enabled(), cast)
     cached = conv.__dict__.get("_up_cat_cache")
     if cached is None or cached[0] != key:
         cached = (key, upsampled_weight(w[:, :cz]).contiguous(), w[:, cz:].contiguous())
