@@ -37,27 +37,20 @@ from torch import nn
 VARIANTS = ("random", "copied", "copied-slow", "copied-frozen", "random-frozen")
 
 
-def new_layers(teacher: nn.Module, copied: set[str]) -> set[str]:
-    """Names of the teacher's parameters that no student tensor fills (the last UNet layer, the head)."""
-    return {k for k, _ in teacher.named_parameters() if k not in copied}
-
-
 def make_teacher(variant: str, student_path: Path, seed: int) -> tuple[nn.Module, list[dict]]:
     """The teacher of ``variant`` and its optimiser's parameter groups (lr as a factor of the base)."""
     from aprrd_cli.models import ATBSN
     from aprrd_cli.models.checkpoint import load_model
+    from aprrd_cli.training.stages import initial_weights
 
     torch.manual_seed(seed)
     teacher = ATBSN()
+    if variant.startswith("copied"):  # exactly what train-apr --init does
+        initial_weights(teacher, str(student_path), announce=False)
     student_sd = load_model(student_path).model.state_dict()
-    dst = teacher.state_dict()
-    fit = {k for k, v in student_sd.items() if k in dst and dst[k].shape == v.shape}
-    if variant.startswith("copied"):
-        with torch.no_grad():
-            for k in fit:
-                dst[k].copy_(student_sd[k])
-    new = new_layers(teacher, fit)
     params = dict(teacher.named_parameters())
+    # the layers no student tensor fills: the last UNet layer and the head
+    new = {k for k, p in params.items() if k not in student_sd or student_sd[k].shape != p.shape}
     old_p = [params[k] for k in params if k not in new]
     new_p = [params[k] for k in params if k in new]
     if variant in ("random", "copied"):

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from functools import partial
@@ -28,7 +27,7 @@ from tests.helpers import REFERENCE, one_line
 class Mirror:
     """A folder laid out as the release, served on 127.0.0.1; counts the requests."""
 
-    def __init__(self, root: Path, delay: float = 0.0, together: int = 0) -> None:
+    def __init__(self, root: Path, together: int = 0) -> None:
         """``together``: hold each request until that many have arrived (so downloads overlap
         however slowly the clients start); a sleep alone is not enough on a loaded machine."""
         self.root = root
@@ -44,8 +43,6 @@ class Mirror:
                         barrier.wait(timeout=100)
                     except threading.BrokenBarrierError:
                         pass  # the other never came: serve anyway, the test's count will say so
-                if delay:
-                    time.sleep(delay)
                 super().do_GET()
 
             def log_message(self, *args: object) -> None:  # keep the test output clean
@@ -205,7 +202,7 @@ def test_two_processes_fetching_at_once(tmp_path) -> None:
     src = tmp_path / "tiny.pth"
     torch.save({"model_state_dict": NBSN100(width=8).state_dict()}, src)
     data = src.read_bytes()
-    m = Mirror(tmp_path / "mirror", delay=0.2, together=2)
+    m = Mirror(tmp_path / "mirror", together=2)
     try:
         m.put(zoo.NAMED["official"], data)
         code = (
