@@ -327,3 +327,46 @@ def test_a_store_forgets_images_whose_source_is_gone_and_names_other_roots(tmp_p
     assert "removed 1 training image(s) of earlier runs whose source file no longer exists" in " ".join(err.split())
     assert sorted(open_train_store(prep).names) == ["y", "z"]
     assert sorted(p.name for p in (prep / "train").iterdir()) == ["y.npy", "z.npy"]
+
+
+def test_a_folder_of_symlinked_photos_is_that_folders_own(tmp_path, cli):
+    """Photos linked into a folder (a selection of one's pictures) were keyed by the link's target,
+    so a fresh store warned that it held images "prepared earlier" from the very folder given."""
+    write_image(tmp_path / "library" / "x.png", rand_img(40, 40))
+    write_image(tmp_path / "library" / "y.png", rand_img(40, 40))
+    (tmp_path / "pick").mkdir()
+    for name in ("x.png", "y.png"):
+        (tmp_path / "pick" / name).symlink_to(tmp_path / "library" / name)
+    prep = tmp_path / "prep"
+    code, _, err = cli("prepare-data", tmp_path / "pick", "--out", prep)
+    assert code == 0 and "prepared earlier" not in err, err
+    store = open_train_store(prep)
+    assert sorted(e["source"] for e in store.entries) == [str((tmp_path / "pick").resolve() / n)
+                                                         for n in ("x.png", "y.png")]  # fmt: skip
+    code, out, err = cli("prepare-data", tmp_path / "pick", "--out", prep)
+    assert code == 0 and "prepared earlier" not in err and len(open_train_store(prep)) == 2
+    (tmp_path / "pick" / "x.png").unlink()  # the link is gone, its target is not
+    code, _, err = cli("prepare-data", tmp_path / "pick", "--out", prep)
+    assert code == 0, err
+    assert open_train_store(prep).names == ["y"]
+
+
+def test_a_store_keyed_by_link_targets_moves_to_the_links(tmp_path, cli):
+    """A store that an earlier version prepared from symlinked photos (keyed by their targets) is
+    taken over by the same folder without preparing the photos again or keeping doubles."""
+    import json
+
+    write_image(tmp_path / "library" / "x.png", rand_img(40, 40))
+    (tmp_path / "pick").mkdir()
+    (tmp_path / "pick" / "x.png").symlink_to(tmp_path / "library" / "x.png")
+    prep = tmp_path / "prep"
+    assert cli("prepare-data", tmp_path / "pick", "--out", prep)[0] == 0
+    index_path = prep / "index.json"
+    index = json.loads(index_path.read_text())
+    target = str((tmp_path / "library" / "x.png").resolve())
+    index["train"][0]["source"] = target  # as the earlier version wrote it
+    index_path.write_text(json.dumps(index))
+    code, out, err = cli("prepare-data", tmp_path / "pick", "--out", prep)
+    assert code == 0 and "prepared earlier" not in err, err
+    entries = open_train_store(prep).entries
+    assert [e["name"] for e in entries] == ["x"] and entries[0]["source"] != target

@@ -131,7 +131,12 @@ def prepare_train(
     names = {e["name"] for e in entries.values()}
     seen: set[str] = set()
     for src in part.sources:
-        key = str(src.resolve())
+        # the photo's own path under the resolved root, not its link's target: a folder of symlinked
+        # photos is that folder's, and the store must not think it came from elsewhere
+        key = str(where / src.relative_to(part.where))
+        legacy = str(src.resolve())  # how stores were keyed before: move this folder's own entries over
+        if key not in entries and legacy in entries and entries[legacy].get("root") == str(where):
+            entries[key] = {**entries.pop(legacy), "source": key}
         seen.add(key)
         old = entries.get(key)
         try:
