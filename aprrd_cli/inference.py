@@ -25,6 +25,7 @@ from aprrd_cli.errors import CheckpointError, InputError
 from aprrd_cli.models.checkpoint import LoadedModel
 from aprrd_cli.models.constants import INFER_SHIFT, TEACHER_PAD
 from aprrd_cli.models.constants import SIZE_MULTIPLE as MULTIPLE
+from aprrd_cli.utils.dihedral import dihedral, undo_dihedral
 
 DEFAULT_TILE = 512
 MIN_TILE = 64  # smallest --tile a user may ask for: below it the margins' work dominates
@@ -220,18 +221,6 @@ class Denoiser:
 
 
 # ---------------------------------------------------------------- the x8 ensemble and timing
-
-
-def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th of the 8 flips/rotations (k = 0 is the identity)."""
-    if k >= 4:
-        x = x.flip(-1)
-    return torch.rot90(x, k % 4, dims=(-2, -1))
-
-
-def undo_dihedral(y: torch.Tensor, k: int) -> torch.Tensor:
-    y = torch.rot90(y, -(k % 4), dims=(-2, -1))
-    return y.flip(-1) if k >= 4 else y
 
 
 @dataclass

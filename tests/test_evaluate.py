@@ -17,9 +17,10 @@ from aprrd_cli.data.pairs import load_pairs
 from aprrd_cli.data.tensors import to_tensor
 from aprrd_cli.evaluation.protocols import evaluate_sidd_val, score_model
 from aprrd_cli.evaluation.submission import SiddOptionalData, write_dnd_image, write_sidd_submission
-from aprrd_cli.inference import Denoiser, Runner, dihedral, undo_dihedral
+from aprrd_cli.inference import Denoiser, Runner
 from aprrd_cli.models import build
 from aprrd_cli.models.checkpoint import load_model, save_model
+from aprrd_cli.utils.dihedral import dihedral, undo_dihedral
 
 CPU = torch.device("cpu")
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pytest
+
+from experiments.crops import main as crops
 from experiments.own_camera import curve, last_iteration
 from experiments.own_camera import main as own_camera
 from experiments.precision import runs_of
@@ -29,6 +33,39 @@ def test_minutes_come_from_iterations_and_the_stated_step_time(tmp_path: Path) -
             "--noisy", "33.4", "--official", "35.5", "--out", str(out)]  # fmt: skip
     assert own_camera(args) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_adaptation_curves_start_at_the_official_score(tmp_path: Path, capsys) -> None:
+    run = fake_run(tmp_path / "adapt", [(50, 35.9), (100, 35.8)], 100)
+    out = tmp_path / "adapt.png"
+    args = ["--adapt", f"all photos={run}", "--adapt-seconds", "1.2", "--noisy", "33.4", "--official", "35.5",
+            "--line", "x8 ensemble=35.8", "--out", str(out)]  # fmt: skip
+    assert own_camera(args) == 0
+    assert "all photos: 0.0 min 35.50 dB, 1.0 min 35.90 dB, 2.0 min 35.80 dB" in capsys.readouterr().out
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit):  # --adapt without its step time
+        own_camera(["--adapt", f"x={run}", "--noisy", "33.4", "--official", "35.5", "--out", str(out)])
+
+
+def test_crops_put_each_model_between_noisy_and_clean(tmp_path: Path, tiny_student: Path, capsys) -> None:
+    from aprrd_cli.data.images import read_image, write_image
+
+    rng = np.random.default_rng(0)
+    clean = np.full((96, 80, 3), 120, np.uint8)
+    write_image(tmp_path / "pairs" / "gt" / "a.png", clean)
+    write_image(
+        tmp_path / "pairs" / "noisy" / "a.png", np.clip(clean + rng.normal(0, 10, clean.shape), 0, 255).astype(np.uint8)
+    )
+    out = tmp_path / "crops.png"
+    args = ["--pairs", str(tmp_path / "pairs"), "--image", "a.png", "--model", f"one={tiny_student}",
+            "--model", f"two={tiny_student}", "--size", "64", "--out", str(out)]  # fmt: skip
+    assert crops(args) == 0
+    img, _ = read_image(out)
+    assert img.shape[0] > 64 and img.shape[1] >= 4 * 64  # four panels: noisy, one, two, ground truth
+    printed = capsys.readouterr().out
+    assert printed.count(" dB / ") == 2 and "one:" in printed and "two:" in printed
+    with pytest.raises(SystemExit):
+        crops([*args[:2], "--image", "b.png", *args[4:]])
 
 
 def test_precision_pairs_are_found_by_seed_and_precision(tmp_path: Path) -> None:

@@ -188,8 +188,9 @@ CASES = [
     ("train-val-sidd-absent", "train-apr --data {r}/prep --run-dir {r}/run --patch-size 32 --val sidd-val",
      "no prepared sidd-val", 1),
     # ---- distill
-    ("distill-student-as-teacher", "distill --teacher {r}/student.pth --data {r}/prep --run-dir {r}/rd --patch-size 32",
-     "a teacher (AT-BSN) is needed", 1),
+    ("distill-student-teacher-init-misfit",
+     "distill --teacher {r}/student.pth --init {r}/student.pth --student 1.02M --data {r}/prep --run-dir {r}/rd "
+     "--patch-size 32", "none of its tensors fit this nbsn-1.02M", 1),
     ("distill-teacher-missing", "distill --teacher {r}/nope.pth --data {r}/prep --run-dir {r}/rd --patch-size 32",
      "nope.pth; run aprrd train-apr first (it writes RUN/teacher.pth", 1),
     ("distill-teacher-random", "distill --teacher {r}/random.pth --data {r}/prep --run-dir {r}/rd --patch-size 32",

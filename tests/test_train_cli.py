@@ -137,12 +137,55 @@ def test_missing_data_is_one_line(cli, tmp_path):
     assert code == 1 and "prepare-data" in err and flat(err).count("error:") == 1 and "Traceback" not in err
 
 
-def test_student_given_as_teacher(cli, prep, tmp_path, official_student_path):
-    code, _, err = cli(
-        "distill", "--teacher", official_student_path, "--data", prep, "--run-dir", tmp_path / "r", *TINY
+def test_a_student_as_teacher_learns_its_self_ensemble(cli, prep, tmp_path, tiny_student):
+    """A student network as --teacher: the student learns its x8 self-ensemble (the own-camera
+    recipe), with the recipe's defaults for the options not given; it resumes bit for bit."""
+    args = ("--teacher", tiny_student, "--init", tiny_student, "--data", prep, "--width", "8", "--patch-size", "32",
+            "--device", "cpu", "--threads", "1", "--precision", "fp32")  # fmt: skip
+    code, _, err = cli("distill", *args, "--run-dir", tmp_path / "defaults", "--stop-at", "1")
+    assert code == 0, err
+    assert (
+        "self-ensemble distillation (student 1.00M)" in flat(err)
+        and "learns its x8 self-ensemble" in flat(err)
+        and "initial weights: 34 of 34" in flat(err)
     )
-    assert code == 1 and "a teacher (AT-BSN) is needed" in flat(err)
+    config = json.loads((tmp_path / "defaults" / "config.json").read_text())["config"]
+    assert (config["iters"], config["batch_size"], config["lr"], config["patch_size"]) == (300, 2, 1e-4, 32)
+
+    code, _, err = cli("distill", *args, "--run-dir", tmp_path / "part", "--iters", "2", "--stop-at", "1")
+    assert code == 0, err
+    code, _, err = cli("distill", "--run-dir", tmp_path / "part", "--resume")
+    assert code == 0, err
+    student = load_model(tmp_path / "part" / "student.pth", expect="student")
+    assert student.meta["targets"] == "x8 self-ensemble" and student.iteration == 2
+    assert "aprrd evaluate --model" in flat(err) and "of the paper's training" not in flat(err)
+
+    code, _, err = cli("distill", *args, "--run-dir", tmp_path / "full", "--iters", "2")
+    assert code == 0, err
+    a, b = (load_model(tmp_path / r / "student.pth").model.state_dict() for r in ("full", "part"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    teacher = load_model(tiny_student).model.state_dict()
+    assert any(not torch.equal(a[k], teacher[k]) for k in a)  # it learned
+
+
+def test_a_student_teacher_without_init_is_warned(cli, prep, tmp_path, tiny_student):
+    code, _, err = cli("distill", "--teacher", tiny_student, "--data", prep, "--run-dir", tmp_path / "r", *TINY)
+    assert code == 0, err
+    assert "starts from random weights" in flat(err) and "--init official" in flat(err)
+
+
+def test_a_named_teacher_offline_is_one_line(cli, prep, tmp_path):
+    code, _, err = cli("distill", "--teacher", "official", "--init", "official", "--data", prep,
+                       "--run-dir", tmp_path / "r", *TINY)  # fmt: skip
+    assert code == 1 and "Traceback" not in err
+    assert flat(err).count("error:") == 1 and "official" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_missing_teacher_names_both_ways(cli, prep, tmp_path):
+    missing = tmp_path / "none.pth"
+    code, _, err = cli("distill", "--teacher", missing, "--data", prep, "--run-dir", tmp_path / "r", *TINY)
+    assert code == 1 and "no teacher at" in err and "--teacher official" in flat(err)
 
 
 def test_official_teacher_is_accepted(cli, prep, tmp_path, random_teacher_path):
@@ -225,8 +268,9 @@ def test_distill_help_shows_its_own_defaults(cli, monkeypatch):
     code, out, _ = cli("distill", "-h")
     text = flat(out)
     assert code == 0 and "(default: 200000)" in text and "(default: 128)" in text
-    assert "400000" not in text and "256" not in text.split("--patch-size")[1][:80]
-    assert "x>=1" not in text.split("--patch-size")[1][:80]
+    row = text.split("│ --patch-size")[1][:80]  # the option's own row (--teacher's help names it too)
+    assert "400000" not in text and "256" not in row
+    assert "x>=1" not in row
 
 
 def test_init_starts_a_run_from_given_weights_and_resumes(cli, prep, tmp_path):
@@ -242,13 +286,13 @@ def test_init_starts_a_run_from_given_weights_and_resumes(cli, prep, tmp_path):
     code, _, err = cli("train-apr", "--data", prep, "--run-dir", tmp_path / "apr", *args, "--init", tmp_path / "s.pth",
                        "--iters", "1", "--lr", "1e-12")  # fmt: skip
     assert code == 0, err
-    assert "initial weights: 32 of 40 tensors from" in flat(err)
+    assert "initial weights: 32 of 40 tensors from" in flat(err) and "the rest seeded" in flat(err)
     teacher = load_model(tmp_path / "apr" / "teacher.pth").model.state_dict()
     assert torch.allclose(teacher["unet.enc3.conv1.conv.weight"], source.state_dict()["unet.enc3.conv1.conv.weight"])
 
     rd = ("--teacher", tmp_path / "apr" / "teacher.pth", "--data", prep, *args, "--init", tmp_path / "s.pth")
     code, _, err = cli("distill", *rd, "--run-dir", tmp_path / "full")
-    assert code == 0 and "initial weights: 34 of 34 tensors" in flat(err), err
+    assert code == 0 and "initial weights: 34 of 34 tensors" in flat(err) and "the rest" not in err, err
     code, _, err = cli("distill", *rd, "--run-dir", tmp_path / "part", "--stop-at", "1")
     assert code == 0, err
     code, _, err = cli("distill", "--run-dir", tmp_path / "part", "--resume")

@@ -24,6 +24,7 @@ from aprrd_cli.device import (
     cleanup_distributed,
     describe,
     init_distributed,
+    is_main,
     precision_with_reason,
     resolve_device,
     set_determinism,
@@ -33,6 +34,7 @@ from aprrd_cli.device import (
 )
 from aprrd_cli.errors import AprrdError
 from aprrd_cli.losses.apr import apr_step_loss
+from aprrd_cli.losses.ensemble import ensemble_step_loss
 from aprrd_cli.losses.rd import rd_step_loss
 from aprrd_cli.models import ATBSN, STUDENTS, build, count_params
 from aprrd_cli.models.checkpoint import load_model
@@ -241,7 +243,8 @@ def initial_weights(model: nn.Module, spec: str, announce: bool = True) -> int:
         for k, v in fit.items():
             dst[k].copy_(v)
     if announce:
-        console.print(f"initial weights: {len(fit)} of {len(dst)} tensors from {spec} ({source.arch}), the rest seeded")
+        rest = ", the rest seeded" if len(fit) < len(dst) else ""
+        console.print(f"initial weights: {len(fit)} of {len(dst)} tensors from {spec} ({source.arch}){rest}")
     return len(fit)
 
 
@@ -306,9 +309,32 @@ def train_apr(cfg: APRConfig, opts: RunOptions) -> TrainResult:
     return run_stage(cfg, opts, lambda device, store: apr_stage(cfg, device, opts, data_digest(store)))
 
 
-def load_teacher(path: Path) -> tuple[nn.Module, str]:
-    """A frozen teacher (ours or the official format) and the hash of its weights."""
-    loaded = load_model(path, expect="teacher")
+def teacher_path(spec: str) -> Path:
+    """The file behind ``--teacher``: a named model (downloaded once and verified) or a path."""
+    from aprrd_cli.models.zoo import fetch, is_named
+
+    return fetch(spec) if is_named(spec) else Path(spec)
+
+
+def teacher_is_student(spec: str | None) -> bool:
+    """Whether ``--teacher`` names a student network (a named model, or a file holding a student):
+    distill then learns that network's x8 self-ensemble instead of RD's targets. Read before the
+    run's defaults are chosen; an unreadable file is left for ``distill`` to report."""
+    from aprrd_cli.models.zoo import is_named
+
+    if spec is None:
+        return False
+    if is_named(spec):
+        return True
+    try:
+        return load_model(Path(spec)).kind == "student"
+    except (AprrdError, OSError):
+        return False
+
+
+def load_teacher(path: Path, expect: str | None = "teacher") -> tuple[nn.Module, str]:
+    """A frozen network (ours or the official format) and the hash of its weights."""
+    loaded = load_model(path, expect=expect)
     teacher = loaded.model.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -335,15 +361,19 @@ class CompiledTeacher:
         return self.teacher.forward_multi(x, shifts)
 
 
-def rd_stage(
-    cfg: RDConfig, device: torch.device, opts: RunOptions, teacher: nn.Module, digest: str, data_id: str = ""
-) -> Stage:
-    """The RD stage: a fresh student (seeded), the frozen teacher, L_RD and the Recharger's generator."""
+def _student(cfg: RDConfig, device: torch.device, opts: RunOptions) -> nn.Module:
     torch.manual_seed(cfg.seed)
     student = build(STUDENTS[cfg.student], width=cfg.width)
     if cfg.init and not opts.resume:
         initial_weights(student, cfg.init)
-    student = prepare_model(student, device, opts)
+    return prepare_model(student, device, opts)
+
+
+def rd_stage(
+    cfg: RDConfig, device: torch.device, opts: RunOptions, teacher: nn.Module, digest: str, data_id: str = ""
+) -> Stage:
+    """The RD stage: a fresh student (seeded), the frozen teacher, L_RD and the Recharger's generator."""
+    student = _student(cfg, device, opts)
     frozen = prepare_model(teacher, device, opts)
     targets_from = CompiledTeacher(frozen) if opts.compile else frozen
     gen = generator(device, cfg.seed)
@@ -362,28 +392,74 @@ def rd_stage(
     )
 
 
+def ensemble_stage(
+    cfg: RDConfig, device: torch.device, opts: RunOptions, teacher: nn.Module, digest: str, data_id: str = ""
+) -> Stage:
+    """Self-ensemble distillation: the student (seeded, or from ``--init``) learns the frozen student
+    network's x8 self-ensemble on the training photos (losses/ensemble.py). No random draws."""
+    student = _student(cfg, device, opts)
+    frozen = prepare_model(teacher, device, opts)
+    if is_main():
+        console.print(
+            f"teacher {escape(str(cfg.teacher))} is a student network: the student learns its x8 self-ensemble "
+            "(the own-camera recipe, docs/training.md), not RD's targets"
+        )
+
+    def loss(net: nn.Module, y: torch.Tensor, share: tuple[int, int]) -> torch.Tensor:
+        return ensemble_step_loss(net, frozen, y)
+
+    return Stage(
+        "rd",
+        f"self-ensemble distillation (student {cfg.student})",
+        student,
+        loss,
+        {},
+        identity={"data": (data_id, "training data"), "teacher": (digest, "teacher's weights")},
+        meta={"teacher": str(cfg.teacher), "teacher_digest": digest, "targets": "x8 self-ensemble"},
+        closing_note=(
+            "check it on your photos, no clean image needed: aprrd evaluate --model {output} --photos DIR; "
+            "denoise with it as with any student (one pass, no --ensemble needed)"
+        ),
+    )
+
+
 def distill(cfg: RDConfig, opts: RunOptions) -> TrainResult:
-    """Distil the student from the frozen teacher with L_RD; writes ``RUN/student.pth``."""
+    """Distil the student from the frozen teacher; writes ``RUN/student.pth``. A blind-spot teacher
+    gives RD's recharged targets; a student network as teacher (``--teacher official``) gives its
+    x8 self-ensemble, the own-camera recipe (docs/results.md)."""
     if cfg.student not in STUDENTS:
         raise AprrdError(f"unknown student {cfg.student!r}; choose {' or '.join(STUDENTS)}", exit_code=2)
-    if not Path(cfg.teacher).exists():
+    path = teacher_path(cfg.teacher)
+    if not path.exists():
         raise AprrdError(
             f"no teacher at {cfg.teacher}; run aprrd train-apr first (it writes RUN/teacher.pth, runs/apr/teacher.pth "
-            "by default), or pass --teacher PATH"
+            "by default), or pass --teacher PATH, or --teacher official to adapt the official student"
         )
-    teacher, digest = load_teacher(Path(cfg.teacher))
-    return run_stage(cfg, opts, lambda device, store: rd_stage(cfg, device, opts, teacher, digest, data_digest(store)))
+    teacher, digest = load_teacher(path, expect=None)
+    if getattr(teacher, "kind", "teacher") == "student":
+        if not cfg.init and not opts.resume:
+            warn(
+                "the student starts from random weights: learning a student network's self-ensemble from scratch "
+                "takes many thousands of iterations; add --init official (or the teacher's file) to adapt it instead"
+            )
+        make = ensemble_stage
+    else:
+        make = rd_stage
+    return run_stage(cfg, opts, lambda device, store: make(cfg, device, opts, teacher, digest, data_digest(store)))
 
 
 __all__ = [
     "apr_stage",
     "data_digest",
     "distill",
+    "ensemble_stage",
     "load_teacher",
     "prepare_model",
     "rd_stage",
     "run_stage",
     "saved_config",
     "saved_options",
+    "teacher_is_student",
+    "teacher_path",
     "train_apr",
 ]
