@@ -168,6 +168,25 @@ def test_a_student_as_teacher_learns_its_self_ensemble(cli, prep, tmp_path, tiny
     assert any(not torch.equal(a[k], teacher[k]) for k in a)  # it learned
 
 
+def test_the_recipe_fits_its_patch_to_small_photos(cli, prep, tmp_path, tiny_student):
+    """The store's photos (64 to 96 px) cannot hold the recipe's 256x256 crops: the default patch
+    becomes the largest that fits them all, the batch keeps the pixels an iteration; an option
+    given is kept."""
+    args = ("--teacher", tiny_student, "--init", tiny_student, "--data", prep, "--width", "8", "--device", "cpu",
+            "--threads", "1", "--stop-at", "1")  # fmt: skip
+    code, _, err = cli("distill", *args, "--run-dir", tmp_path / "a")
+    assert code == 0, err
+    assert "holds a 256x256 crop: patches of 64x64, batch 32" in flat(err)
+    config = json.loads((tmp_path / "a" / "config.json").read_text())["config"]
+    assert (config["patch_size"], config["batch_size"]) == (64, 32)
+    code, _, err = cli("distill", *args, "--batch-size", "3", "--run-dir", tmp_path / "b")
+    assert code == 0 and "patches of 64x64" in flat(err) and "batch 32" not in err, err
+    config = json.loads((tmp_path / "b" / "config.json").read_text())["config"]
+    assert (config["patch_size"], config["batch_size"]) == (64, 3)
+    code, _, err = cli("distill", *args, "--patch-size", "96", "--run-dir", tmp_path / "c")  # given: the usual rule
+    assert code == 0 and "training without 2 of 3 images smaller than --patch-size 96" in flat(err), err
+
+
 def test_a_student_teacher_without_init_is_warned(cli, prep, tmp_path, tiny_student):
     code, _, err = cli("distill", "--teacher", tiny_student, "--data", prep, "--run-dir", tmp_path / "r", *TINY)
     assert code == 0, err

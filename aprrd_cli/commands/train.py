@@ -202,6 +202,24 @@ def train_apr_cmd(
     train_apr(cfg, opts)
 
 
+def _fit_small_photos(data: Path, patch: int, batch: int, batch_free: bool) -> dict:
+    """The recipe's default patch, lowered when none of the photos can hold it (said in one line)."""
+    from rich.markup import escape
+
+    from aprrd_cli.console import console
+    from aprrd_cli.training.stages import patch_for_small_photos
+
+    fit = patch_for_small_photos(data, patch, batch)
+    if fit is None:
+        return {}
+    new_patch, new_batch = fit
+    console.print(
+        f"no photo in {escape(str(data))} holds a {patch}x{patch} crop: patches of {new_patch}x{new_patch}"
+        + (f", batch {new_batch} (as many pixels an iteration)" if batch_free else "")
+    )
+    return {"patch_size": new_patch, **({"batch_size": new_batch} if batch_free else {})}
+
+
 @app.command("distill")
 def distill_cmd(
     teacher: str = typer.Option(
@@ -259,6 +277,9 @@ def distill_cmd(
     )
     if not resume and teacher_is_student(teacher):  # the own-camera recipe's budget, not the paper's
         given = {**ENSEMBLE_DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
+        if patch_size is None:
+            given.update(_fit_small_photos(data or RUN_DEFAULTS["data"], given["patch_size"], given["batch_size"],
+                                           batch_size is None))  # fmt: skip
     cfg = _config(RDConfig, run_dir, resume, given)
     opts = _run_options(locals())
     distill(cfg, opts)

@@ -332,6 +332,24 @@ def teacher_is_student(spec: str | None) -> bool:
         return False
 
 
+def patch_for_small_photos(data: Path, patch: int, batch: int) -> tuple[int, int] | None:
+    """For the own-camera recipe's default patch: when no prepared photo can hold a ``patch``
+    crop (a folder of small crops), the largest multiple of 32 that fits them all, with the
+    batch raised to see as many pixels an iteration. None when the default fits some photo
+    (the smaller ones are left out with a warning, as always) or the store cannot be read
+    (the run reports that itself)."""
+    from aprrd_cli.data.store import open_train_store
+
+    try:
+        sides = [min(a.shape[:2]) for a in open_train_store(Path(data)).images]
+    except (AprrdError, OSError, ValueError):
+        return None
+    if not sides or max(sides) >= patch or min(sides) < 32:
+        return None
+    fit = min(sides) // 32 * 32
+    return fit, max(batch, round(batch * patch**2 / fit**2))
+
+
 def load_teacher(path: Path, expect: str | None = "teacher") -> tuple[nn.Module, str]:
     """A frozen network (ours or the official format) and the hash of its weights."""
     loaded = load_model(path, expect=expect)
@@ -454,6 +472,7 @@ __all__ = [
     "distill",
     "ensemble_stage",
     "load_teacher",
+    "patch_for_small_photos",
     "prepare_model",
     "rd_stage",
     "run_stage",
