@@ -94,7 +94,7 @@ WIDTH = typer.Option(
     None, "--width", min=4, help="Network width (default: 48, the paper's; smaller is faster and weaker)."
 )
 # distill with a student network as --teacher (self-ensemble distillation): measured on cc15 in
-# docs/results.md, about 10 minutes on a 2-core CPU in bf16
+# docs/results.md, about 5 minutes on a 2-core CPU in bf16
 ENSEMBLE_DEFAULTS = {"iters": 300, "batch_size": 2, "patch_size": 256, "lr": 1e-4}
 RUN_DEFAULTS = {
     "data": Path("prepared"),
