@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
+from rich.markup import escape
 from rich.progress import TextColumn
 from torch import nn
 
@@ -455,7 +456,7 @@ def _summary(run: Run, output: Path | None) -> None:
     console.print(", ".join(parts))
     if output is not None:
         console.print(f"finished in {duration(run.elapsed())} of training; result -> {output}")
-        note = run.stage.closing_note.format(output=output) if run.stage.closing_note else None
+        note = run.stage.closing_note.format(output=escape(str(output))) if run.stage.closing_note else None
         note = note or budget_note(run.cfg, run.done, output)
         if note:
             console.print(note)

@@ -436,7 +436,7 @@ def ensemble_stage(
         meta={"teacher": str(cfg.teacher), "teacher_digest": digest, "targets": "x8 self-ensemble"},
         closing_note=(
             "check it on your photos, no clean image needed: aprrd evaluate --model {output} --photos DIR; "
-            "denoise with it as with any student (one pass, no --ensemble needed)"
+            "then aprrd denoise --model {output} IN OUT"
         ),
     )
 
