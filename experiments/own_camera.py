@@ -9,7 +9,7 @@ includes validations and whatever else shared the CPU::
     python -m experiments.own_camera --apr RUNS/cc15/s0-bf16/apr --apr-seconds 2.9 \\
         --rd "from random=RUNS/cc15/s0-bf16/rd" --rd "from the official student=RUNS/own/e2/rd" \\
         --rd-seconds 0.45 --noisy 33.41 --official 35.55 --title cc15 --out docs/results/own_cc15.png
-    python -m experiments.own_camera --adapt "all 15 photos=RUNS/adapt/cc15" --adapt-seconds 1.05 \
+    python -m experiments.own_camera --adapt "all 15 photos=RUNS/adapt/cc15" --adapt-seconds 1.05 \\
         --noisy 33.41 --official 35.55 --line "official, x8 self-ensemble=35.83" --out docs/results/adapt_cc15.png
 """
 
