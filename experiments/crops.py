@@ -21,14 +21,14 @@ def crop_at(img: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from aprrd_cli.data.images import write_image
+    from aprrd_cli.data.images import from_float, write_image
     from aprrd_cli.data.pairs import load_pairs
     from aprrd_cli.data.tensors import to_tensor
+    from aprrd_cli.denoise import resolve_model
     from aprrd_cli.evaluation.metrics import psnr_ssim_uint8
     from aprrd_cli.evaluation.pictures import side_by_side
     from aprrd_cli.inference import Denoiser
     from aprrd_cli.models.checkpoint import load_model
-    from aprrd_cli.models.zoo import fetch, is_named
 
     p = argparse.ArgumentParser(prog="python -m experiments.crops", description=__doc__.split("\n\n")[0])
     p.add_argument("--pairs", type=Path, required=True, help="folder with noisy/ and gt/")
@@ -50,12 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     gt_t = torch.from_numpy(np.array(gt)).permute(2, 0, 1)[None].double()  # a writable copy
     for spec in a.model:
         label, _, where = spec.partition("=")
-        path = fetch(where) if is_named(where) else Path(where)
-        den = Denoiser(load_model(path).model, torch.device("cpu"))
+        den = Denoiser(load_model(resolve_model(where)[0]).model, torch.device("cpu"))
         with torch.no_grad():
             out = den(to_tensor(noisy)).clamp(0, 1)
         psnr, ssim = (float(v[0]) for v in psnr_ssim_uint8(out, gt_t))
-        img = (out[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        img = from_float(out[0].permute(1, 2, 0).numpy(), "uint8")
         panels.append((crop_at(img, top, left, size), f"{label} {psnr:.2f}/{ssim:.3f}"))
         print(f"{label}: {psnr:.2f} dB / {ssim:.4f}")
     panels.append((crop_at(gt, top, left, size), "ground truth"))

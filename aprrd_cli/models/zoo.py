@@ -121,6 +121,12 @@ def fetch(name: str) -> Path:
     return path
 
 
+def path_of(spec: str) -> Path:
+    """The file a weights option names: a named model's verified file (downloaded on first use), or
+    the path itself, unchecked (each option reports a missing file in its own words)."""
+    return fetch(spec) if is_named(spec) else Path(spec)
+
+
 def _download(model: NamedModel, path: Path) -> None:
     url = url_of(model)
     check_output_dir(path.parent, f"{model.name} weights (set APRRD_CACHE to a writable folder)")

@@ -226,9 +226,9 @@ def initial_weights(model: nn.Module, spec: str, announce: bool = True) -> int:
 
     A student's weights fit a student of its kind whole; into a teacher they fit its UNet but
     the last layer (32 of its 40 tensors), the head staying random."""
-    from aprrd_cli.models.zoo import fetch, is_named
+    from aprrd_cli.models.zoo import path_of
 
-    path = fetch(spec) if is_named(spec) else Path(spec)
+    path = path_of(spec)
     if not path.exists():
         raise AprrdError(f"--init {spec}: no such file; give a checkpoint or a named model (official, official-1.02M)")
     source = load_model(path)
@@ -309,13 +309,6 @@ def train_apr(cfg: APRConfig, opts: RunOptions) -> TrainResult:
     return run_stage(cfg, opts, lambda device, store: apr_stage(cfg, device, opts, data_digest(store)))
 
 
-def teacher_path(spec: str) -> Path:
-    """The file behind ``--teacher``: a named model (downloaded once and verified) or a path."""
-    from aprrd_cli.models.zoo import fetch, is_named
-
-    return fetch(spec) if is_named(spec) else Path(spec)
-
-
 def teacher_is_student(spec: str | None) -> bool:
     """Whether ``--teacher`` names a student network (a named model, or a file holding a student):
     distill then learns that network's x8 self-ensemble instead of RD's targets. Read before the
@@ -350,9 +343,10 @@ def patch_for_small_photos(data: Path, patch: int, batch: int) -> tuple[int, int
     return fit, max(batch, round(batch * patch**2 / fit**2))
 
 
-def load_teacher(path: Path, expect: str | None = "teacher") -> tuple[nn.Module, str]:
-    """A frozen network (ours or the official format) and the hash of its weights."""
-    loaded = load_model(path, expect=expect)
+def load_teacher(path: Path) -> tuple[nn.Module, str]:
+    """A frozen network of either kind (ours or the official format) and the hash of its weights:
+    a blind-spot teacher for RD, a student network for self-ensemble distillation."""
+    loaded = load_model(path)
     teacher = loaded.model.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -447,13 +441,15 @@ def distill(cfg: RDConfig, opts: RunOptions) -> TrainResult:
     x8 self-ensemble, the own-camera recipe (docs/results.md)."""
     if cfg.student not in STUDENTS:
         raise AprrdError(f"unknown student {cfg.student!r}; choose {' or '.join(STUDENTS)}", exit_code=2)
-    path = teacher_path(cfg.teacher)
+    from aprrd_cli.models.zoo import path_of
+
+    path = path_of(cfg.teacher)
     if not path.exists():
         raise AprrdError(
             f"no teacher at {cfg.teacher}; run aprrd train-apr first (it writes RUN/teacher.pth, runs/apr/teacher.pth "
             "by default), or pass --teacher PATH, or --teacher official to adapt the official student"
         )
-    teacher, digest = load_teacher(path, expect=None)
+    teacher, digest = load_teacher(path)
     if getattr(teacher, "kind", "teacher") == "student":
         if not cfg.init and not opts.resume:
             warn(
@@ -479,6 +475,5 @@ __all__ = [
     "saved_config",
     "saved_options",
     "teacher_is_student",
-    "teacher_path",
     "train_apr",
 ]
