@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from aprrd_cli.losses.apr import N_PAIRS, OFFSETS, PAIRS, apr_loss, apr_step_loss, draw, replace
+from aprrd_cli.losses.apr import N_PAIRS, OFFSETS, PAIRS, APRDraw, apr_loss, apr_step_loss, draw, replace
 from aprrd_cli.models import ATBSN
 
 
@@ -115,3 +115,20 @@ def test_rank_shares_reassemble_the_global_draw(tiny_teacher):
     whole = apr_step_loss(tiny_teacher, y, gen(2))
     halves = [apr_step_loss(tiny_teacher, y[r * 2 : r * 2 + 2], gen(2), share=(r, 2)) for r in range(2)]
     assert np.mean([h.item() for h in halves]) == pytest.approx(whole.item(), rel=1e-5)
+
+
+def test_a_given_draw_replaces_the_sampled_one(tiny_teacher):
+    """The replay seam: ``APRDraw.from_pairs`` of the sampled pair numbers is the sampled draw, a
+    given draw gives the sampled loss and leaves the generator untouched, and one that does not
+    fit the batch is refused."""
+    y = torch.rand(2, 3, 32, 32, generator=gen(3))
+    sampled = draw(2, 32, 32, gen(7))
+    rebuilt = APRDraw.from_pairs(sampled.pair)
+    assert torch.equal(rebuilt.src1, sampled.src1) and torch.equal(rebuilt.src2, sampled.src2)
+    untouched = gen(11)
+    before = untouched.get_state()
+    given = apr_step_loss(tiny_teacher, y, untouched, drawn=rebuilt)
+    assert given.item() == pytest.approx(apr_step_loss(tiny_teacher, y, gen(7)).item(), rel=1e-6)
+    assert torch.equal(untouched.get_state(), before)
+    with pytest.raises(ValueError, match="does not fit"):
+        apr_step_loss(tiny_teacher, y[:1], gen(7), drawn=rebuilt)

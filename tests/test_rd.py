@@ -89,3 +89,19 @@ def test_under_bf16_the_recharged_pixels_are_the_noisy_ones_exactly(monkeypatch)
     assert t.dtype == torch.float32
     mask = (choice.unsqueeze(0) == torch.arange(6).view(6, 1, 1, 1, 1)).expand_as(t)
     assert torch.equal(t[mask], y.unsqueeze(0).expand_as(t)[mask])
+
+
+def test_a_given_recharge_choice_replaces_the_drawn_one():
+    """The replay seam: a given choice gives the drawn one's loss, leaves the generator untouched,
+    and one that does not fit the batch is refused."""
+    torch.manual_seed(0)
+    teacher, student = ATBSN(width=8).eval(), NBSN100(width=8)
+    y = torch.rand(2, 3, 32, 32, generator=gen(5))
+    choice = recharge_choice(2, 32, 32, gen(6))
+    untouched = gen(12)
+    before = untouched.get_state()
+    given = rd_step_loss(student, teacher, y, untouched, choice=choice)
+    assert given.item() == pytest.approx(rd_step_loss(student, teacher, y, gen(6)).item(), rel=1e-6)
+    assert torch.equal(untouched.get_state(), before)
+    with pytest.raises(ValueError, match="does not fit"):
+        rd_step_loss(student, teacher, y, gen(6), choice=choice[:1])

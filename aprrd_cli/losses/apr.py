@@ -53,22 +53,30 @@ class APRDraw:
         """The draw of images ``start:stop`` of the batch (a DDP rank's share)."""
         return APRDraw(self.pair[start:stop], self.src1[start:stop], self.src2[start:stop])
 
+    @classmethod
+    def from_pairs(cls, pair: torch.Tensor) -> APRDraw:
+        """The draw given its pair numbers (``B x H x W``, 0..71, on the device the gathers run on):
+        what ``draw`` samples, and how a recorded draw (another implementation's) is replayed."""
+        batch, height, width = pair.shape
+        dev = pair.device
+        pair = pair.long()
+        pairs, offsets = _tables(dev)
+        rows = torch.arange(height, device=dev).view(1, height, 1)
+        cols = torch.arange(width, device=dev).view(1, 1, width)
+
+        def source(which: int) -> torch.Tensor:
+            off = offsets[pairs[pair, which]]  # B x H x W x 2
+            r = (rows + off[..., 0]).clamp_(0, height - 1)
+            c = (cols + off[..., 1]).clamp_(0, width - 1)
+            return (r * width + c).view(batch, height * width)
+
+        return cls(pair, source(0), source(1))
+
 
 def draw(batch: int, height: int, width: int, generator: torch.Generator) -> APRDraw:
     """Draw an offset pair for every pixel, on the generator's device."""
-    dev = generator.device
-    pair = torch.randint(0, N_PAIRS, (batch, height, width), generator=generator, device=dev)
-    pairs, offsets = _tables(dev)
-    rows = torch.arange(height, device=dev).view(1, height, 1)
-    cols = torch.arange(width, device=dev).view(1, 1, width)
-
-    def source(which: int) -> torch.Tensor:
-        off = offsets[pairs[pair, which]]  # B x H x W x 2
-        r = (rows + off[..., 0]).clamp_(0, height - 1)
-        c = (cols + off[..., 1]).clamp_(0, width - 1)
-        return (r * width + c).view(batch, height * width)
-
-    return APRDraw(pair, source(0), source(1))
+    pair = torch.randint(0, N_PAIRS, (batch, height, width), generator=generator, device=generator.device)
+    return APRDraw.from_pairs(pair)
 
 
 def replace(x: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
@@ -102,6 +110,7 @@ def apr_step_loss(
     shift: int = TRAIN_SHIFT,
     stop_grad: bool = False,
     share: tuple[int, int] = (0, 1),
+    drawn: APRDraw | None = None,
 ) -> torch.Tensor:
     """L_APR of one training batch (both teacher calls at shift factor 5), in float32
     even when the network runs under autocast.
@@ -111,10 +120,16 @@ def apr_step_loss(
     rank takes its rows, so W ranks see exactly the draw one process would.
     ``stop_grad`` computes ``f(y)`` without gradients: a documented departure from the
     reference (cheaper; off by default).
+    ``drawn``: the global batch's draw, given instead of sampled (a replay of a recorded
+    draw; the generator is then left untouched).
     """
     rank, world = share
     b, _, h, w = y.shape
-    d = draw(b * world, h, w, generator).rows(rank * b, (rank + 1) * b)
+    if drawn is None:
+        drawn = draw(b * world, h, w, generator)
+    elif tuple(drawn.pair.shape) != (b * world, h, w):
+        raise ValueError(f"a given draw of shape {tuple(drawn.pair.shape)} does not fit the batch {b * world}x{h}x{w}")
+    d = drawn.rows(rank * b, (rank + 1) * b)
     h1y = d.h1(y)
     if stop_grad:
         with torch.no_grad():

@@ -56,12 +56,19 @@ def rd_step_loss(
     generator: torch.Generator,
     *,
     share: tuple[int, int] = (0, 1),
+    choice: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """L_RD of one training batch. Under DDP (``share = (rank, world)``) the recharge
-    choice is drawn for the whole global batch and each rank takes its rows."""
+    choice is drawn for the whole global batch and each rank takes its rows.
+    ``choice``: the global batch's recharge choice (``B x 1 x H x W``, 0..5), given instead of
+    drawn (a replay of a recorded one; the generator is then left untouched)."""
     rank, world = share
     b, _, h, w = y.shape
-    choice = recharge_choice(b * world, h, w, generator)[rank * b : (rank + 1) * b]
+    if choice is None:
+        choice = recharge_choice(b * world, h, w, generator)
+    elif tuple(choice.shape) != (b * world, 1, h, w):
+        raise ValueError(f"a given recharge choice of shape {tuple(choice.shape)} does not fit {b * world}x1x{h}x{w}")
+    choice = choice[rank * b : (rank + 1) * b]
     # float32 before recharging: under bf16 autocast the targets are bf16, and putting the noisy
     # pixel back into a bf16 tensor would round it to 8 bits of mantissa
     targets = recharge(teacher_targets(teacher, y).float(), y.float(), choice)

@@ -33,7 +33,7 @@ from aprrd_cli.device import (
     use_device,
 )
 from aprrd_cli.errors import AprrdError
-from aprrd_cli.losses.apr import apr_step_loss
+from aprrd_cli.losses.apr import APRDraw, apr_step_loss
 from aprrd_cli.losses.ensemble import ensemble_step_loss
 from aprrd_cli.losses.rd import rd_step_loss
 from aprrd_cli.models import ATBSN, STUDENTS, build, count_params
@@ -289,8 +289,21 @@ def self_check(model_path: Path, store: TrainStore, device: torch.device) -> dic
     return report
 
 
-def apr_stage(cfg: APRConfig, device: torch.device, opts: RunOptions, data_id: str = "") -> Stage:
-    """The APR stage: a fresh AT-BSN (seeded, or from ``--init``), L_APR and the APR draw's generator."""
+def _check_replay(recorded: Iterator | None, opts: RunOptions) -> None:
+    """Recorded draws are taken one per call of the loss; --compile's fall-back calls it twice
+    for the first step, which would take the next step's draw."""
+    if recorded is not None and opts.compile:
+        raise ValueError("a replay of recorded draws runs eagerly: build the stage without --compile")
+
+
+def apr_stage(
+    cfg: APRConfig, device: torch.device, opts: RunOptions, data_id: str = "", draws: Iterator[APRDraw] | None = None
+) -> Stage:
+    """The APR stage: a fresh AT-BSN (seeded, or from ``--init``), L_APR and the APR draw's generator.
+
+    ``draws``: one recorded draw per step, taken in order instead of the generator's (the replay
+    of the release's training in tests/test_replay.py runs the engine's own step this way)."""
+    _check_replay(draws, opts)
     torch.manual_seed(cfg.seed)
     teacher = ATBSN(width=cfg.width)
     if cfg.init and not opts.resume:
@@ -299,7 +312,10 @@ def apr_stage(cfg: APRConfig, device: torch.device, opts: RunOptions, data_id: s
     gen = generator(device, cfg.seed)
 
     def loss(net: nn.Module, y: torch.Tensor, share: tuple[int, int]) -> torch.Tensor:
-        return apr_step_loss(net, y, gen, gamma=cfg.gamma, shift=cfg.shift, stop_grad=cfg.stop_grad, share=share)
+        given = None if draws is None else next(draws)
+        return apr_step_loss(
+            net, y, gen, gamma=cfg.gamma, shift=cfg.shift, stop_grad=cfg.stop_grad, share=share, drawn=given
+        )
 
     return Stage("apr", "APR (teacher)", model, loss, {"apr_draw": gen}, identity={"data": (data_id, "training data")})
 
@@ -382,16 +398,27 @@ def _student(cfg: RDConfig, device: torch.device, opts: RunOptions) -> nn.Module
 
 
 def rd_stage(
-    cfg: RDConfig, device: torch.device, opts: RunOptions, teacher: nn.Module, digest: str, data_id: str = ""
+    cfg: RDConfig,
+    device: torch.device,
+    opts: RunOptions,
+    teacher: nn.Module,
+    digest: str,
+    data_id: str = "",
+    choices: Iterator[torch.Tensor] | None = None,
 ) -> Stage:
-    """The RD stage: a fresh student (seeded), the frozen teacher, L_RD and the Recharger's generator."""
+    """The RD stage: a fresh student (seeded), the frozen teacher, L_RD and the Recharger's generator.
+
+    ``choices``: one recorded recharge choice per step, taken in order instead of the generator's
+    (the replay of the release's training)."""
+    _check_replay(choices, opts)
     student = _student(cfg, device, opts)
     frozen = prepare_model(teacher, device, opts)
     targets_from = CompiledTeacher(frozen) if opts.compile else frozen
     gen = generator(device, cfg.seed)
 
     def loss(net: nn.Module, y: torch.Tensor, share: tuple[int, int]) -> torch.Tensor:
-        return rd_step_loss(net, targets_from, y, gen, share=share)
+        given = None if choices is None else next(choices)
+        return rd_step_loss(net, targets_from, y, gen, share=share, choice=given)
 
     return Stage(
         "rd",
