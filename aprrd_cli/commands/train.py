@@ -90,6 +90,13 @@ INIT = typer.Option(
     "For a teacher, a student's weights fill its UNet but the last layer; the head stays random.",
     show_default=False,
 )
+SAMPLING = typer.Option(
+    None,
+    "--sampling",
+    help="Data order: random (fresh random crops of random images at every step) or release (the release's: 200 "
+    "crops per image drawn once, in order, epochs repeating; RD on their centre) (default: random; docs/training.md).",
+    show_default=False,
+)
 WIDTH = typer.Option(
     None, "--width", min=4, help="Network width (default: 48, the paper's; smaller is faster and weaker)."
 )
@@ -181,6 +188,7 @@ def train_apr_cmd(
     warmup: int = WARMUP,
     init: str = INIT,
     width: int = WIDTH,
+    sampling: str = SAMPLING,
 ) -> None:
     """Train the teacher (AT-BSN) with the Adjacent Pixel Replacer; writes RUN/teacher.pth."""
     from aprrd_cli.training.stages import train_apr
@@ -196,6 +204,7 @@ def train_apr_cmd(
         width=width,
         warmup=warmup,
         init=init,
+        sampling=sampling,
     )
     cfg = _config(APRConfig, run_dir, resume, given)
     opts = _run_options(locals())
@@ -256,6 +265,7 @@ def distill_cmd(
     warmup: int = WARMUP,
     init: str = INIT,
     width: int = WIDTH,
+    sampling: str = SAMPLING,
 ) -> None:
     """Distil the student (NBSN) from a frozen teacher with Recharged Distillation; writes RUN/student.pth.
 
@@ -274,6 +284,7 @@ def distill_cmd(
         width=width,
         warmup=warmup,
         init=init,
+        sampling=sampling,
     )
     if not resume and teacher_is_student(teacher):  # the own-camera recipe's budget, not the paper's
         given = {**ENSEMBLE_DEFAULTS, **{k: v for k, v in given.items() if v is not None}}

@@ -151,6 +151,71 @@ class PatchSampler:
         yield from loader
 
 
+# The release's data: per training image, 200 crops drawn once when it loads the data.
+RELEASE_CROPS = 200
+RELEASE_STREAM = 0x2E1EA5E  # keeps these draws apart from the random sampler's (seed, step, index) streams
+
+
+class ReleaseSampler(PatchSampler):
+    """The release's data order (``--sampling release``): per image, ``RELEASE_CROPS`` crop corners
+    in ``[0, side - crop)`` and as many of the 8 flips/rotations, drawn once per run from the seed;
+    iterated in order without shuffling (image by image, its crops in order), batches of
+    consecutive crops, every epoch repeating the same crops in the same order.
+
+    Global sample ``n = step * batch_size + index`` is crop ``n mod (N * 200)`` of that list, a
+    pure function of (seed, step, index) as for ``PatchSampler``: a resumed run repeats the
+    uninterrupted one and DDP rank r takes indices ``[r*B/W, (r+1)*B/W)`` of each global batch.
+    ``crop`` larger than the patch gives the patch at the crop's centre (RD: the centre 128 of the
+    release's 256 crops; a flip or rotation of a square keeps its centre, so the order does not
+    matter). A batch may span two images, and the last batch of an epoch the next epoch's start.
+    """
+
+    def __init__(
+        self,
+        store: TrainStore,
+        patch_size: int,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        crop_size: int | None = None,
+    ) -> None:
+        crop = patch_size if crop_size is None else crop_size
+        if crop < patch_size or (crop - patch_size) % 2:
+            raise AprrdError(f"a crop of {crop} px cannot centre a {patch_size} px patch", exit_code=2)
+        super().__init__(store, crop, batch_size, seed, rank, world_size)  # checks the crop fits every image
+        self.patch_size = patch_size
+        self.crop_size = crop
+        self.margin = (crop - patch_size) // 2
+        self.crops = [release_crops(self.seed, i, h, w, crop) for i, (h, w) in enumerate(self.sizes)]
+
+    @property
+    def epoch_samples(self) -> int:
+        """Samples in one pass over the drawn crops."""
+        return len(self.sizes) * RELEASE_CROPS
+
+    def where(self, step: int, index: int) -> tuple[int, int, int, int]:
+        n = (step * self.batch_size + index) % self.epoch_samples
+        image, j = divmod(n, RELEASE_CROPS)
+        top, left, k = self.crops[image][j]
+        return image, int(top) + self.margin, int(left) + self.margin, int(k)
+
+
+def release_crops(seed: int, image: int, height: int, width: int, crop: int) -> np.ndarray:
+    """``RELEASE_CROPS x 3`` (top, left, augmentation) of one image, drawn once from (seed, image).
+
+    Corners in ``[0, side - crop)`` as the release draws them (its upper bound excluded); an image
+    side equal to the crop has the one corner 0."""
+    rng = np.random.Generator(np.random.PCG64([seed, RELEASE_STREAM, image]))
+    tops = rng.integers(max(1, height - crop), size=RELEASE_CROPS)
+    lefts = rng.integers(max(1, width - crop), size=RELEASE_CROPS)
+    ks = rng.integers(N_AUGMENTS, size=RELEASE_CROPS)
+    return np.stack([tops, lefts, ks], 1)
+
+
+SAMPLINGS = ("random", "release")
+
+
 class _StepDataset(torch.utils.data.Dataset):
     """Map-style dataset whose item ``step`` is the whole batch of that step."""
 

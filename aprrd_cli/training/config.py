@@ -8,8 +8,11 @@ import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from aprrd_cli.data.sampler import SAMPLINGS
 from aprrd_cli.errors import AprrdError
+from aprrd_cli.losses.apr import GAMMA
 from aprrd_cli.models.constants import SIZE_MULTIPLE as MULTIPLE
+from aprrd_cli.models.constants import TRAIN_SHIFT
 
 
 @dataclass(frozen=True)
@@ -24,9 +27,15 @@ class TrainConfig:
     width: int = 48  # network width (48 in the paper; smaller only for tests and experiments)
     warmup: int = 0  # iterations of linear learning-rate warm-up before the cosine (the paper: none)
     init: str | None = None  # start from these weights (a checkpoint or a named model) instead of at random
+    sampling: str = "random"  # the data order: "random" crops at every step, or the "release"'s (data/sampler.py)
 
     stage = "base"
     output = "model.pth"
+
+    @property
+    def crop_size(self) -> int:
+        """The side of the crops ``--sampling release`` draws: the patch itself."""
+        return self.patch_size
 
     def to_dict(self) -> dict:
         return {"stage": self.stage, **asdict(self)}
@@ -56,6 +65,10 @@ class TrainConfig:
             )
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise AprrdError(f"--lr must be a positive number, got {self.lr}", exit_code=2)
+        if self.sampling not in SAMPLINGS:
+            raise AprrdError(
+                f"--sampling must be {' or '.join(SAMPLINGS)}, got {self.sampling!r} (docs/training.md)", exit_code=2
+            )
         if not 0 <= self.warmup < self.iters:
             raise AprrdError(
                 f"--warmup must be at least 0 and less than --iters {self.iters}, got {self.warmup}", exit_code=2
@@ -69,8 +82,8 @@ class APRConfig(TrainConfig):
     iters: int = 400_000
     batch_size: int = 8
     patch_size: int = 256
-    gamma: float = 4.0
-    shift: int = 5  # both teacher calls at hole 9
+    gamma: float = GAMMA  # the method's numbers, defined once (losses/apr.py, models/constants.py)
+    shift: int = TRAIN_SHIFT  # both teacher calls at hole 9
     stop_grad: bool = False  # True departs from the reference: f(y) without gradients
 
     stage = "apr"
@@ -88,7 +101,7 @@ class RDConfig(TrainConfig):
 
     Patches are sampled at 128 directly rather than cut from the centre of a 256 sample as
     the reference does: the same random-crop distribution, a quarter of the reading (see
-    docs/training.md).
+    docs/training.md); ``--sampling release`` cuts them from the centre of 256 crops.
     """
 
     iters: int = 200_000
@@ -99,6 +112,12 @@ class RDConfig(TrainConfig):
 
     stage = "rd"
     output = "student.pth"
+
+    @property
+    def crop_size(self) -> int:
+        """``--sampling release`` trains on the centre of crops twice the patch's side (the release's
+        128 of 256): the crops the APR stage saw."""
+        return 2 * self.patch_size
 
 
 # Config fields whose change does not alter the numbers of a resumed run (the teacher is

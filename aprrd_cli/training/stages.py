@@ -98,36 +98,54 @@ def run_lock(run_dir: Path, what: str, main: bool) -> Iterator[None]:
 
 
 def _open_data(opts: RunOptions, cfg: TrainConfig, rank: int, world: int):
-    from aprrd_cli.data.sampler import PatchSampler
+    from aprrd_cli.data.sampler import RELEASE_CROPS, PatchSampler, ReleaseSampler
     from aprrd_cli.data.store import open_train_store
 
     store = open_train_store(Path(opts.data))
-    if cfg.patch_size > store.min_side:
-        store = _without_small_images(store, cfg.patch_size, Path(opts.data), announce=rank == 0)
-    return store, PatchSampler(store, cfg.patch_size, cfg.batch_size, cfg.seed, rank=rank, world_size=world)
+    side = cfg.crop_size if cfg.sampling == "release" else cfg.patch_size
+    if side > store.min_side:
+        crop = side if side > cfg.patch_size else None
+        store = _without_small_images(store, cfg.patch_size, Path(opts.data), announce=rank == 0, crop=crop)
+    if cfg.sampling != "release":
+        return store, PatchSampler(store, cfg.patch_size, cfg.batch_size, cfg.seed, rank=rank, world_size=world)
+    sampler = ReleaseSampler(store, cfg.patch_size, cfg.batch_size, cfg.seed, rank, world, crop_size=side)
+    if rank == 0:
+        centre = f", the centre {cfg.patch_size}^2 of each" if side > cfg.patch_size else ""
+        console.print(
+            f"sampling: the release's order, {RELEASE_CROPS} crops of {side}^2 per image drawn once{centre}, "
+            f"in order: {sampler.epoch_samples:,} samples an epoch, "
+            f"{cfg.iters * cfg.batch_size / sampler.epoch_samples:.3g} epochs in {cfg.iters:,} iterations"
+        )
+    return store, sampler
 
 
-def _without_small_images(store: TrainStore, patch: int, data: Path, announce: bool) -> TrainStore:
+def _without_small_images(
+    store: TrainStore, patch: int, data: Path, announce: bool, crop: int | None = None
+) -> TrainStore:
     """The store without the images that cannot hold one patch (a thumbnail in a folder of photos),
-    named in a warning; an error when no image is left."""
+    named in a warning; an error when no image is left. ``crop``: the side of ``--sampling
+    release``'s crops, when larger than the patch (RD's, twice the patch)."""
+    need = crop or patch
+    what = f"--patch-size {patch}" + ("" if crop is None else f" --sampling release (crops of {crop} px)")
     sides = [min(a.shape[:2]) for a in store.images]
-    keep = [e for e, side in zip(store.entries, sides, strict=True) if side >= patch]
+    keep = [e for e, side in zip(store.entries, sides, strict=True) if side >= need]
     if not keep:
-        fits = max(sides) // 32 * 32
+        fits = max(sides) * patch // need // 32 * 32
         advice = (
             f"use --patch-size {fits} or less"
             if fits >= 32
-            else "every image is smaller than 32 px, the smallest patch; prepare larger photos"
+            else f"every image is smaller than {need * 32 // patch} px, the smallest {'crop' if crop else 'patch'}; "
+            "prepare larger photos"
         )
         raise AprrdError(
-            f"--patch-size {patch} is larger than every training image in {data} (the largest has a shortest "
+            f"{what} is larger than every training image in {data} (the largest has a shortest "
             f"side of {max(sides)} px); {advice}",
             exit_code=2,
         )
-    small = [name for name, side in zip(store.names, sides, strict=True) if side < patch]
+    small = [name for name, side in zip(store.names, sides, strict=True) if side < need]
     if announce:
         shown = ", ".join(small[:5]) + (f" and {len(small) - 5} more" if len(small) > 5 else "")
-        warn(f"training without {len(small)} of {len(sides)} images smaller than --patch-size {patch}: {escape(shown)}")
+        warn(f"training without {len(small)} of {len(sides)} images smaller than {what}: {escape(shown)}")
     return TrainStore(store.prep_dir, keep)
 
 
