@@ -123,8 +123,10 @@ def _config(cls: type[TrainConfig], run_dir: Path, resume: bool, given: dict) ->
     """Paper defaults, or the saved run's values on --resume, overridden by the options given."""
     base: TrainConfig = cls()
     if resume:
-        from aprrd_cli.training.stages import saved_config
+        from aprrd_cli.training.stages import COMMANDS, saved_config
+        from aprrd_cli.training.state import check_resumable
 
+        check_resumable(run_dir, COMMANDS[cls.stage])  # before anything reads the run's options
         saved = saved_config(run_dir)
         if saved is not None and saved.get("stage") == cls.stage:
             base = cls.from_dict(saved)
