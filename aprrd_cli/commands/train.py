@@ -50,6 +50,13 @@ WORKERS = typer.Option(None, "--workers", min=0, help="Data-loading processes (d
 SAVE_EVERY = typer.Option(
     None, "--save-every", min=1, help="Write RUN/checkpoints/last.pth every N iterations (default: 1000)."
 )
+SAVE_MINUTES = typer.Option(
+    None,
+    "--save-minutes",
+    min=0,
+    help="Also write the checkpoint when M minutes have passed since the last save, so a kill -9 or a power cut loses at "
+    "most that much (default: 2; 0: only every --save-every).",
+)
 STOP_AT = typer.Option(None, "--stop-at", min=1, help="Stop after iteration N with a checkpoint (resume later).")
 RESUME = typer.Option(
     False,
@@ -100,6 +107,7 @@ RUN_DEFAULTS = {
     "data": Path("prepared"),
     "device": "auto",
     "save_every": 1000,
+    "save_minutes": 2.0,
     "val_every": 0,
     "compile": False,
     "deterministic": False,
@@ -171,6 +179,7 @@ def train_apr_cmd(
     device: str = TRAIN_DEVICE,
     workers: int = WORKERS,
     save_every: int = SAVE_EVERY,
+    save_minutes: float = SAVE_MINUTES,
     stop_at: int = STOP_AT,
     resume: bool = RESUME,
     val: str = VAL,
@@ -246,6 +255,7 @@ def distill_cmd(
     device: str = TRAIN_DEVICE,
     workers: int = WORKERS,
     save_every: int = SAVE_EVERY,
+    save_minutes: float = SAVE_MINUTES,
     stop_at: int = STOP_AT,
     resume: bool = RESUME,
     val: str = VAL,
