@@ -54,8 +54,8 @@ SAVE_MINUTES = typer.Option(
     None,
     "--save-minutes",
     min=0,
-    help="Also write the checkpoint when M minutes have passed since the last save, so a kill -9 or a power cut loses at "
-    "most that much (default: 2; 0: only every --save-every).",
+    help="Also write the checkpoint when M minutes have passed since the last save, so a kill -9 or a power cut "
+    "loses at most that much (default: 2; 0: only every --save-every).",
 )
 STOP_AT = typer.Option(None, "--stop-at", min=1, help="Stop after iteration N with a checkpoint (resume later).")
 RESUME = typer.Option(
