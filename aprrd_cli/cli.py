@@ -29,7 +29,7 @@ if threading.current_thread() is threading.main_thread():
 import typer  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
-from aprrd_cli.app import app  # noqa: E402
+from aprrd_cli.app import app, finish_help  # noqa: E402
 from aprrd_cli.console import console  # noqa: E402
 from aprrd_cli.device import out_of_memory_message  # noqa: E402
 from aprrd_cli.errors import AprrdError  # noqa: E402
@@ -117,7 +117,7 @@ def _main(args: list[str], debug: bool) -> int:
         signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread
         previous = None
-    command = typer.main.get_command(app)
+    command = finish_help(typer.main.get_command(app))
     try:
         rv = command.main(args=args, prog_name="aprrd", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0

@@ -19,6 +19,47 @@ def test_help_shows_no_type_for_flags(cli, command, monkeypatch):
     assert "--help" in out
 
 
+@pytest.mark.parametrize("command", ["", "denoise", "evaluate", "prepare-data", "train-apr", "distill"])
+def test_help_fits_80_columns_whole(cli, command, monkeypatch):
+    """At 80 columns (and in a pipe, where the width is not known) rich's panels squeezed every
+    description into ~18 columns and cut the defaults (`runs/apr/teacher…`, `--no-determinis…`);
+    the usage line's `{INPUT} {OUTPUT}` read like a choice; no page named the environment."""
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = cli(*([command] if command else []), "-h")
+    lines = out.splitlines()
+    assert code == 0 and max(len(line) for line in lines) <= 80 and "…" not in out
+    assert "Environment:" in out and all(
+        v in out for v in ("APRRD_CACHE", "APRRD_WEIGHTS_URL", "APRRD_PROGRESS_SECONDS")
+    )
+    text = flat(out)
+    if command == "distill":
+        assert "(default: runs/apr/teacher.pth)" in text and "--deterministic / --no-deterministic" in text
+        assert "(docs/results.md)" in text
+    if command in ("train-apr", "distill"):
+        assert "--log-every <int> Write a log.jsonl record (the mean loss) every N iterations (default:" in text
+        assert "<int range>" not in out
+    if command == "denoise":
+        assert "Usage: aprrd denoise [OPTIONS] INPUT OUTPUT" in out and "{" not in lines[0]
+    if command == "":
+        assert (
+            "Distil the student (NBSN) from a frozen teacher with Recharged Distillation; writes RUN/student.pth."
+            in text
+        )
+
+
+def test_the_environment_section_names_every_variable_the_code_reads():
+    import re
+
+    from aprrd_cli.app import ENVIRONMENT
+    from tests.helpers import REPO
+
+    read = set()
+    for path in (REPO / "aprrd_cli").rglob("*.py"):
+        read |= set(re.findall(r"APRRD_[A-Z0-9_]+", path.read_text()))
+    listed = set(re.findall(r"APRRD_[A-Z0-9_]+", ENVIRONMENT))
+    assert read and read <= listed, read - listed
+
+
 def test_prepare_help_paragraphs_rewrap(cli, monkeypatch):
     """The help text was hard-wrapped at 90 columns: ragged on narrow terminals, narrow on wide ones."""
     monkeypatch.setenv("COLUMNS", "200")

@@ -19,7 +19,7 @@ from aprrd_cli.commands.options import (
     inference_precision,
     resolve_inference_precision,
 )
-from aprrd_cli.console import console, out, plural, progress
+from aprrd_cli.console import console, plural, print_table, progress
 from aprrd_cli.data.pairs import load_pairs, load_photos
 from aprrd_cli.denoise import MODEL_HELP, resolve_model
 from aprrd_cli.device import describe, resolve_device, set_fp32_math, set_threads, use_device
@@ -42,10 +42,10 @@ def _table(
 ) -> Table:
     """Per-image scores and the mean; ``second`` names the second column (size or blocks)."""
     table = Table(title=title, title_justify="left")
-    table.add_column("image")
-    table.add_column(second, justify="right")
-    table.add_column("PSNR (dB)", justify="right")
-    table.add_column("SSIM", justify="right")
+    table.add_column("image", overflow="fold")  # a long name folds onto a second line, whole
+    table.add_column(second, justify="right", no_wrap=True)
+    table.add_column("PSNR (dB)", justify="right", no_wrap=True)
+    table.add_column("SSIM", justify="right", no_wrap=True)
     for name, size, p, s in rows:
         table.add_row(name, size, f"{p:.2f}", f"{s:.5f}")
     table.add_section()
@@ -229,7 +229,7 @@ def evaluate(
         report = scores.summary()
         rows = [(r["name"], str(len(r["blocks"]["psnr"])), r["psnr"], r["ssim"]) for r in report["images"]]
         mean = (report["psnr"], report["ssim"])
-        out.print(
+        print_table(
             _table(f"sidd-val: {model_path.name}", "blocks", rows, f"mean over {plural(report['n'], 'block')}", mean)
         )
         console.print(
@@ -269,16 +269,17 @@ def _reference(spec: str, dev) -> Denoiser | None:
 
 def _show_check(report: dict, photos: Path, reference: str | None) -> None:
     table = Table(title=f"no-reference check: {photos} (the centre 512x512 of each photo)", title_justify="left")
-    for col in ("photo", "colour shift R / G / B", "noise removed"):
-        table.add_column(col, justify="left" if col == "photo" else "right")
+    table.add_column("photo", overflow="fold")
+    for col in ("colour shift R / G / B", "noise removed"):
+        table.add_column(col, justify="right", no_wrap=True)
     if reference:
-        table.add_column(f"agreement with {reference}", justify="right")
+        table.add_column(f"agreement with {reference}", justify="right", no_wrap=True)
     for r in report["images"]:
         cells = [r["name"], " / ".join(f"{v:+.2f}" for v in r["colour_shift"]), f"{r['removed']:.2f}"]
         if reference:
             cells.append(f"{r['agreement_db']:.2f} dB")
         table.add_row(*cells)
-    out.print(table)
+    print_table(table)
     line = (
         f"{photos}: colour shift at most {report['max_colour_shift']:.2f} grey levels, noise removed "
         f"{report['mean_removed']:.2f} grey levels on average"
@@ -307,7 +308,7 @@ def _run_pairs(runner: Runner, pairs: list, pairs_dir: Path, pictures: Path | No
         report = score_model(runner, pairs, on_image=on_image)
     rows = [(r["name"], sizes[r["name"]], r["psnr"], r["ssim"]) for r in report["images"]]
     mean = (report["psnr"], report["ssim"])
-    out.print(_table(f"pairs: {pairs_dir}", "size", rows, f"mean over {plural(report['n'], 'image')}", mean))
+    print_table(_table(f"pairs: {pairs_dir}", "size", rows, f"mean over {plural(report['n'], 'image')}", mean))
     console.print(
         f"{pairs_dir}: {report['psnr']:.3f} dB / {report['ssim']:.5f} over {plural(report['n'], 'image')}, "
         f"{_rate(report['seconds_per_megapixel'])}"

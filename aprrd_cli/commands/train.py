@@ -82,7 +82,12 @@ DETERMINISTIC = typer.Option(
 COMPILE = typer.Option(
     None, "--compile/--no-compile", help="torch.compile the network (falls back to eager if it fails) (default: off)."
 )
-LOG_EVERY = typer.Option(None, "--log-every", min=1, help="Write a log.jsonl record every N iterations.")
+LOG_EVERY = typer.Option(
+    None,
+    "--log-every",
+    min=1,
+    help="Write a log.jsonl record (the mean loss) every N iterations (default: iters/50, at most 100).",
+)
 WARMUP = typer.Option(
     None,
     "--warmup",
