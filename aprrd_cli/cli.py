@@ -32,7 +32,7 @@ from rich.markup import escape  # noqa: E402
 from aprrd_cli.app import app, finish_help  # noqa: E402
 from aprrd_cli.console import console  # noqa: E402
 from aprrd_cli.device import out_of_memory_message  # noqa: E402
-from aprrd_cli.errors import AprrdError  # noqa: E402
+from aprrd_cli.errors import AprrdError, short_reason  # noqa: E402
 from aprrd_cli.utils.allocator import keep_freed_memory  # noqa: E402
 
 # isort: off
@@ -57,8 +57,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Library warnings as one line, like ours (the source line and path only with --debug)."""
-    first = (str(message).strip().splitlines() or [category.__name__])[0]
-    console.print(f"[yellow]warning:[/yellow] {escape(first[:200])}")
+    console.print(f"[yellow]warning:[/yellow] {escape(short_reason(str(message), 200) or category.__name__)}")
 
 
 def _usage_line(e: typer.TyperException) -> str:
@@ -140,9 +139,9 @@ def _main(args: list[str], debug: bool) -> int:
             console.print(f"[red]error:[/red] {escape(out_of_memory_message(e, _memory_advice(args)))}")
             code = 1
         else:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             console.print(
-                f"[red]internal error:[/red] {type(e).__name__}: {first[:200]} (run with --debug for details)"
+                f"[red]internal error:[/red] {type(e).__name__}: {escape(short_reason(e, 200))} "
+                "(run with --debug for details)"
             )
             code = 3
     finally:
