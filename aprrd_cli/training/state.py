@@ -5,6 +5,7 @@ is refused when its numbers would differ from the run it continues."""
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from pathlib import Path
 
@@ -50,20 +51,23 @@ def check_resumable(run_dir: Path, command: str) -> None:
         raise AprrdError(f"nothing to resume: {run_dir} is a file, not a run folder; check --run-dir")
     if checkpoint_path(run_dir).exists():
         return
-    if any(run_dir.iterdir()):  # a lock file, config.json or log.jsonl: a run began here
+    if not any(run_dir.iterdir()):
+        raise AprrdError(f"nothing to resume: {run_dir} is empty; start a new run there without --resume")
+    # a lock file, config.json or log.jsonl: a run began here. Is it still going (not saved yet)?
+    # Under torchrun only rank 0 looks, so that the ranks of this very command do not find each other.
+    if os.environ.get("RANK", "0") == "0":
         try:
-            with DirLock(run_dir, what=f"aprrd {command}"):  # a run still going, not saved yet: its PID
+            with DirLock(run_dir, what=f"aprrd {command}"):  # held: the lock's message, with its PID
                 pass
         except LockedError:
             raise
         except AprrdError:  # a folder we cannot write to: no run of ours is writing there either
             pass
-        listed = " (its config.json lists them)" if (run_dir / "config.json").is_file() else ""
-        raise AprrdError(
-            f"nothing to resume: {run_dir} holds no checkpoint yet (its run stopped before its first save, "
-            f"killed or crashed); start it again with the same options{listed} but without --resume"
-        )
-    raise AprrdError(f"nothing to resume: {run_dir} is empty; start a new run there without --resume")
+    listed = " (its config.json lists them)" if (run_dir / "config.json").is_file() else ""
+    raise AprrdError(
+        f"nothing to resume: {run_dir} holds no checkpoint yet (its run stopped before its first save, "
+        f"killed or crashed); start it again with the same options{listed} but without --resume"
+    )
 
 
 def remove_leftovers(run_dir: Path) -> None:
