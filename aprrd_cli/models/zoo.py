@@ -5,7 +5,9 @@ APR-RD release, pinned to one commit and checked by SHA-256 before every use. Th
 downloads the file with ``torch.hub.download_url_to_file`` (PyTorch's own downloader, with
 its hash check) into ``$APRRD_CACHE``, else ``${XDG_CACHE_HOME:-~/.cache}/aprrd``; later
 uses read the cache and need no network. ``APRRD_WEIGHTS_URL`` replaces the release's base
-address: a mirror, an offline copy (``file:///...``) or a test server.
+address: a mirror, an offline copy (``file:///...``) or a test server. A server that does not
+connect or stops sending ends the download after ``APRRD_DOWNLOAD_TIMEOUT`` seconds (30) with
+a one-line error; with a mirror set, errors also name the release's own address.
 
 The download lands in a temporary file beside its target and is renamed over it only once
 complete and verified (``utils.atomic.atomic_path``), so the cache never holds half a file or a
