@@ -123,7 +123,10 @@ def _main(args: list[str], debug: bool) -> int:
     except typer.Exit as e:
         code = e.exit_code
     except typer.TyperException as e:  # usage errors: one line with Typer's message, exit code 2
-        console.print(f"[red]error:[/red] {escape(_usage_line(e))}")
+        if type(e).__name__ == "NoArgsIsHelpError":  # `aprrd` alone: its help, as `aprrd -h` shows it
+            print(e.format_message())
+        else:
+            console.print(f"[red]error:[/red] {escape(_usage_line(e))}")
         code = e.exit_code
     except (typer.Abort, KeyboardInterrupt):
         code = 130  # Typer turns Ctrl-C into exit code 130 itself; both end here

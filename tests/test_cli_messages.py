@@ -47,6 +47,14 @@ def test_help_fits_80_columns_whole(cli, command, monkeypatch):
         )
 
 
+def test_aprrd_alone_prints_its_help(cli, monkeypatch):
+    """`aprrd` with no command printed the help and then `error: ; see 'aprrd -h'`."""
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, err = cli()
+    assert code == 2 and out.startswith("Usage: aprrd [OPTIONS] COMMAND") and "Environment:" in out
+    assert err == ""
+
+
 def test_the_environment_section_names_every_variable_the_code_reads():
     import re
 
