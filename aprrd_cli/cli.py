@@ -29,10 +29,10 @@ if threading.current_thread() is threading.main_thread():
 import typer  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
-from aprrd_cli.app import app  # noqa: E402
+from aprrd_cli.app import app, finish_help  # noqa: E402
 from aprrd_cli.console import console  # noqa: E402
 from aprrd_cli.device import out_of_memory_message  # noqa: E402
-from aprrd_cli.errors import AprrdError  # noqa: E402
+from aprrd_cli.errors import AprrdError, short_reason  # noqa: E402
 from aprrd_cli.utils.allocator import keep_freed_memory  # noqa: E402
 
 # isort: off
@@ -57,8 +57,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Library warnings as one line, like ours (the source line and path only with --debug)."""
-    first = (str(message).strip().splitlines() or [category.__name__])[0]
-    console.print(f"[yellow]warning:[/yellow] {escape(first[:200])}")
+    console.print(f"[yellow]warning:[/yellow] {escape(short_reason(str(message), 200) or category.__name__)}")
 
 
 def _usage_line(e: typer.TyperException) -> str:
@@ -117,14 +116,17 @@ def _main(args: list[str], debug: bool) -> int:
         signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread
         previous = None
-    command = typer.main.get_command(app)
+    command = finish_help(typer.main.get_command(app))
     try:
         rv = command.main(args=args, prog_name="aprrd", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
     except typer.Exit as e:
         code = e.exit_code
     except typer.TyperException as e:  # usage errors: one line with Typer's message, exit code 2
-        console.print(f"[red]error:[/red] {escape(_usage_line(e))}")
+        if type(e).__name__ == "NoArgsIsHelpError":  # `aprrd` alone: its help, as `aprrd -h` shows it
+            print(e.format_message())
+        else:
+            console.print(f"[red]error:[/red] {escape(_usage_line(e))}")
         code = e.exit_code
     except (typer.Abort, KeyboardInterrupt):
         code = 130  # Typer turns Ctrl-C into exit code 130 itself; both end here
@@ -140,9 +142,9 @@ def _main(args: list[str], debug: bool) -> int:
             console.print(f"[red]error:[/red] {escape(out_of_memory_message(e, _memory_advice(args)))}")
             code = 1
         else:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             console.print(
-                f"[red]internal error:[/red] {type(e).__name__}: {first[:200]} (run with --debug for details)"
+                f"[red]internal error:[/red] {type(e).__name__}: {escape(short_reason(e, 200))} "
+                "(run with --debug for details)"
             )
             code = 3
     finally:

@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.filesize import decimal
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -25,11 +26,11 @@ from rich.progress import (
     SpinnerColumn,
     Task,
     TaskID,
-    TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.table import Table
 from rich.text import Text
 
 # soft_wrap: a message stays one line (terminals wrap it visually), so logs and greps see one line
@@ -148,26 +149,129 @@ class LineProgress(Progress):
         self.console.print(escape(f"{task.description}: {', '.join(parts)}"))
 
 
+class LabelColumn(ProgressColumn):
+    """The task's description, cut with an ellipsis to the width :class:`FitProgress` gives it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.width: int | None = None  # None: whole
+
+    def render(self, task: Task) -> Text:
+        text = Text(task.description, style="progress.description", no_wrap=True, overflow="ellipsis")
+        if self.width is not None and text.cell_len > self.width:
+            text.truncate(self.width, overflow="ellipsis")
+        return text
+
+
+class EtaColumn(TimeRemainingColumn):
+    """``eta 0:04:59``: the word and the time in one column, so they stay or go together."""
+
+    def render(self, task: Task) -> Text:
+        return Text.assemble("eta ", super().render(task))
+
+
+MIN_LABEL = 12  # a label is shortened to no fewer columns than this before it goes
+MIN_BAR = 10  # a bar narrower than this says nothing the count does not
+
+
+class FitProgress(Progress):
+    """The live bar, fitted to the terminal's width on every refresh.
+
+    rich squeezes every column of a row that does not fit, so at 80 columns a long label (``self-
+    ensemble distillation (student 1.00M)``) pushed out the count, the rate and the ETA. Here the
+    columns give way in a fixed order until the row fits: the spinner, the bar, the elapsed time,
+    then the label is shortened (to ``MIN_LABEL`` columns, with an ellipsis), then the extra fields
+    from the last (lr, then loss), then the label. The count, the rate and the ETA always stay.
+    """
+
+    def __init__(self, *columns: ProgressColumn, give_way: list[ProgressColumn], label: LabelColumn, **kw: Any):
+        self.give_way = give_way  # dropped in this order; the label is shortened before its turn
+        self.label = label
+        self.target: Console = kw.get("console") or console  # rich renders a first frame before self.console exists
+        super().__init__(*columns, **kw)
+
+    def make_tasks_table(self, tasks: Any) -> Table:
+        visible = [t for t in tasks if t.visible]
+        self.label.width = None
+        shown = self.fitted(visible, self.target.width)
+        table = Table.grid(*(c.get_table_column().copy() for c in shown), padding=(0, 1), expand=self.expand)
+        for task in visible:
+            table.add_row(*(c(task) for c in shown))
+        return table
+
+    def fitted(self, tasks: list[Task], width: int) -> list[ProgressColumn]:
+        """The columns that fit ``width``, the label's and the bar's widths set to what is left."""
+        need = {c: max((self._width_of(c, t) for t in tasks), default=0) for c in self.columns}
+        shown = [c for c in self.columns if isinstance(c, ProgressColumn)]
+        bars = [c for c in shown if isinstance(c, BarColumn)]
+        for bar in bars:
+            need[bar] = MIN_BAR
+
+        def used(cols: list[ProgressColumn]) -> int:
+            return sum(need[c] for c in cols) + max(0, len(cols) - 1)
+
+        shortened = False
+        for col in self.give_way:
+            if used(shown) <= width:
+                break
+            if col is self.label and not shortened:  # its first turn: shortened, not dropped
+                shortened = True
+                room = width - (used(shown) - need[col])
+                need[col] = self.label.width = min(need[col], max(MIN_LABEL, room))
+                continue
+            if col in shown:
+                shown.remove(col)
+        for bar in bars:
+            bar.bar_width = max(MIN_BAR, min(40, width - used(shown) + MIN_BAR))
+        return shown
+
+    def _width_of(self, column: ProgressColumn | str, task: Task) -> int:
+        if isinstance(column, BarColumn):
+            return MIN_BAR
+        rendered = column(task) if isinstance(column, ProgressColumn) else Text(column)
+        if isinstance(rendered, Text):
+            return rendered.cell_len
+        return Measurement.get(self.target, self.target.options, rendered).maximum
+
+
 def progress(unit: str = "it", *extra: ProgressColumn, transient: bool = False) -> Progress:
     """A progress display with count, rate and ETA; extra columns go before the timers.
 
-    A live bar on a terminal; plain lines (:class:`LineProgress`) when stderr is not one.
+    A live bar on a terminal, fitted to its width (:class:`FitProgress`); plain lines
+    (:class:`LineProgress`) when stderr is not one.
     """
     if not console.is_terminal:
         return LineProgress(unit, *extra, every=progress_seconds(), transient=transient)
     counts = (DownloadColumn(), TransferSpeedColumn()) if unit == "B" else (MofNCompleteColumn(), RateColumn(unit))
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
+    spinner, label, bar, elapsed = SpinnerColumn(), LabelColumn(), BarColumn(), TimeElapsedColumn()
+    return FitProgress(
+        spinner,
+        label,
+        bar,
         *counts,
         *extra,
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
+        elapsed,
+        EtaColumn(),
+        give_way=[spinner, bar, elapsed, label, *reversed(extra), label],
+        label=label,
         console=console,
         transient=transient,
     )
+
+
+LOG_WIDTH = 400  # the most a table takes in a log file or a pipe
+
+
+def print_table(table: Table) -> None:
+    """A table on stdout, never cut: in a log file or a pipe (where rich assumes 80 columns) at its
+    whole natural width, so names are not cut and values not wrapped over two lines; on a terminal
+    at its width, where the tables fold a long name and keep the numbers on one line."""
+    if out.is_terminal:
+        out.print(table)
+        return
+    natural = Measurement.get(out, out.options.update(width=LOG_WIDTH), table).maximum
+    wide = Console(file=out.file, width=max(out.width, natural), highlight=False, color_system=None)
+    wide.print(table)  # (rich's print(width=) is capped at the console's own width)
 
 
 def warn(message: str) -> None:

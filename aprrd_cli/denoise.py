@@ -52,7 +52,8 @@ def plan_jobs(inp: Path, out: Path, fmt: str | None = None) -> tuple[list[Job], 
 
     ``fmt`` (png, jpg, tif): in a folder run every output gets that suffix (by default each keeps
     its input's). A single file's OUTPUT names its format by its suffix; ``fmt`` must then agree
-    (a usage error otherwise), or picks the suffix when OUTPUT is a folder.
+    (a usage error otherwise), or picks the suffix when OUTPUT is a folder (an OUTPUT without a
+    suffix that does not exist yet, ``newdir/``, is a new folder, made before the model loads).
     """
     suffix = _format_suffix(fmt)
     if not inp.exists():
@@ -77,7 +78,7 @@ def plan_jobs(inp: Path, out: Path, fmt: str | None = None) -> tuple[list[Job], 
             raise InputError(f"{inp} holds no PNG, TIFF or JPEG images")
         _refuse_shared_outputs(jobs)
         return jobs, True
-    if out.is_dir():
+    if out.is_dir() or (not out.exists() and not out.suffix):  # a folder, or a new one (``newdir/``): made
         out = out / (inp.name if suffix is None else inp.stem + suffix)
         if out.resolve() == inp.resolve():
             raise InputError(f"output {out} is the input itself; choose another output path")
@@ -164,7 +165,10 @@ def denoise_file(
     dtype = target_dtype(info, job.dst, bit_depth)
     out = denoise_array(denoiser, arr, info, dtype, str(job.src), on_tile)
     if format_for(job.dst) == "jpeg" and out.shape[2] in (2, 4):
-        warn(f"{job.src}: JPEG output {job.dst} cannot hold transparency; alpha left out (use --format png/tif)")
+        warn(
+            f"{job.src}: JPEG output {job.dst} cannot hold transparency; alpha left out (to keep it, name the "
+            "output .png or .tif; in a folder run, give --format png or tif)"
+        )
         out = out[:, :, :-1]
     write_image(job.dst, out, icc_profile=info.icc_profile, exif=info.exif, quality=quality)
     return arr.shape[0] * arr.shape[1] / 1e6

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import torch
 
-from aprrd_cli.errors import DeviceError
+from aprrd_cli.errors import DeviceError, short_reason
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -162,8 +162,7 @@ def use_device(device: torch.device) -> None:
 
 def out_of_memory_message(e: BaseException, what: str) -> str:
     """A GPU out-of-memory error as one line saying what to lower."""
-    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    return f"the GPU ran out of memory ({first[:120]}); {what}"
+    return f"the GPU ran out of memory ({short_reason(e, 120)}); {what}"
 
 
 @contextlib.contextmanager

@@ -25,24 +25,24 @@ LAYERS = (
 )
 
 
-def modules() -> dict[str, Path]:
+def modules(root: Path = PACKAGE) -> dict[str, Path]:
     out = {}
-    for p in PACKAGE.rglob("*.py"):
+    for p in root.rglob("*.py"):
         name = ".".join(p.relative_to(REPO).with_suffix("").parts)
         out[name.removesuffix(".__init__")] = p
     return out
 
 
-def imports(path: Path, known: dict[str, Path]) -> set[str]:
-    """The package's modules that ``path`` imports, at the top or inside functions."""
+def imports(path: Path, known: dict[str, Path], package: str = "aprrd_cli") -> set[str]:
+    """The modules of ``package`` that ``path`` imports, at the top or inside functions."""
     deps = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("aprrd_cli"):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(package):
             for alias in node.names:
                 full = f"{node.module}.{alias.name}"
                 deps.add(full if full in known else node.module)
         elif isinstance(node, ast.Import):
-            deps.update(a.name for a in node.names if a.name.startswith("aprrd_cli"))
+            deps.update(a.name for a in node.names if a.name.startswith(package))
     return {d for d in deps if d in known}
 
 
@@ -63,9 +63,8 @@ def test_no_module_imports_upward() -> None:
     assert upward == []
 
 
-def test_no_import_cycle() -> None:
-    known = modules()
-    graph = {m: imports(p, known) - {m} for m, p in known.items()}
+def cycles_of(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import circle found by a depth-first walk of ``graph``."""
     state: dict[str, int] = {}
     cycles: list[list[str]] = []
 
@@ -81,7 +80,21 @@ def test_no_import_cycle() -> None:
     for m in sorted(graph):
         if m not in state:
             visit(m, [m])
-    assert cycles == []
+    return cycles
+
+
+def test_no_import_cycle() -> None:
+    known = modules()
+    assert cycles_of({m: imports(p, known) - {m} for m, p in known.items()}) == []
+
+
+def test_no_import_cycle_in_the_tooling() -> None:
+    """The benchmarks and experiments import each other's modules too (at the top or inside
+    functions): no circle there either."""
+    for package in ("benchmarks", "experiments"):
+        known = modules(REPO / package)
+        graph = {m: imports(p, known, package) - {m} for m, p in known.items()}
+        assert cycles_of(graph) == [], package
 
 
 def test_the_package_holds_no_tooling_and_cites_its_own_docs() -> None:

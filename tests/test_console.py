@@ -71,3 +71,55 @@ def test_training_into_a_log_file_writes_plain_lines(tmp_path):
     assert all("it/s" in ln or "s/it" in ln for ln in lines) and "eta" in lines[0]
     assert re.search(r"loss \d+\.\d{4}, lr \d", lines[-1])
     assert not DEBRIS.search(text)
+
+
+def _live_row(monkeypatch, width: int, label: str) -> str:
+    """The live bar's row for a training task, drawn on a terminal ``width`` columns wide."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import TextColumn
+
+    import aprrd_cli.console as shown
+
+    monkeypatch.setattr(shown, "console", Console(file=io.StringIO(), width=width, force_terminal=True))
+    bar = progress("it", TextColumn("loss {task.fields[loss]}"), TextColumn("lr {task.fields[lr]}"))
+    task = bar.add_task(label, total=300, completed=2, loss="0.0029", lr="9.99e-05")
+    bar.update(task, completed=2)
+    page = Console(file=io.StringIO(), width=width, force_terminal=False, soft_wrap=True)
+    page.print(bar.make_tasks_table(bar.tasks))
+    return page.file.getvalue().rstrip("\n")
+
+
+def test_the_live_bar_keeps_count_rate_and_eta_at_80_columns(monkeypatch):
+    """At 80 columns the long label of the own-camera recipe pushed the count, the rate and the ETA
+    out of the row; they stay, and the label is shortened (then the lr and loss go, then the label)."""
+    label = "self-ensemble distillation (student 1.00M)"
+    row = _live_row(monkeypatch, 80, label)
+    assert "\n" not in row and len(row) <= 80
+    assert "2/300" in row and "it/s" in row and "eta " in row and "loss 0.0029" in row
+    assert "self-ensemble" in row and label not in row and "…" in row  # shortened, with an ellipsis
+    narrow = _live_row(monkeypatch, 40, label)
+    assert "\n" not in narrow and len(narrow) <= 40
+    assert "2/300" in narrow and "it/s" in narrow and "eta " in narrow and "lr " not in narrow
+    wide = _live_row(monkeypatch, 160, label)
+    assert label in wide and "2/300" in wide and "lr 9.99e-05" in wide and "eta " in wide
+
+
+def test_a_table_in_a_log_file_is_neither_cut_nor_wrapped(capsys, monkeypatch):
+    """Piped to a file, rich assumed 80 columns: long names were cut (`5dmark3_iso3200_1…`) and
+    values wrapped onto a second line."""
+    from rich.table import Table
+
+    from aprrd_cli.console import print_table
+
+    monkeypatch.setenv("COLUMNS", "80")
+    name = "5dmark3_iso3200_1_real_noisy_photo_of_a_long_name_from_a_camera_folder.png"
+    table = Table(title="pairs: a folder with a long name too", title_justify="left")
+    for col in ("image", "size", "colour shift R / G / B", "PSNR (dB)", "SSIM"):
+        table.add_column(col)
+    table.add_row(name, "4000x3000", "+0.12 / -0.34 / +0.56", "35.55", "0.94030")
+    print_table(table)
+    lines = capsys.readouterr().out.splitlines()
+    row = next(line for line in lines if name in line)  # the whole name, on one line
+    assert "4000x3000" in row and "+0.12 / -0.34 / +0.56" in row and "0.94030" in row

@@ -232,7 +232,7 @@ def test_cli_pairs_official_student_on_sidd7(cli, official_student_path, sidd7, 
     code, out, err = cli("evaluate", "-m", official_student_path, "--pairs", tmp_path / "p", "--json", report_path)
     assert code == 0, err
     report = json.loads(report_path.read_text())
-    assert set(report) == {"n", "psnr", "ssim", "seconds_per_megapixel", "images"} and report["n"] == 2
+    assert set(report) == DESCRIBED | {"n", "psnr", "ssim", "seconds_per_megapixel", "images"} and report["n"] == 2
     den = Denoiser(load_model(official_student_path).model, CPU)
     for rec, n in zip(report["images"], names, strict=True):
         noisy, _ = read_image(sidd7 / "noisy" / n)
@@ -334,3 +334,62 @@ def test_one_image_is_one_image(cli, student_path, pairs_dir):
     code, _, err = cli("evaluate", "-m", student_path, "--pairs", pairs_dir)
     assert code == 0, err
     assert "over 1 image," in " ".join(err.split()) and "over 1 images" not in err
+
+
+DESCRIBED = {"aprrd", "model", "device", "precision", "precision_reason", "ensemble", "tiling", "pairs", "photos",
+             "set", "data"}  # fmt: skip
+
+
+def test_the_json_says_what_was_measured_in_every_mode(cli, student_path, pairs_dir, tmp_path):
+    """Two score files from different models, or with and without --ensemble, could not be told
+    apart: every report records the model (path, network, SHA-256), precision, ensemble, tiling,
+    the pairs, photos or set, aprrd's version and the date, with the same keys in every mode."""
+    import datetime
+    import hashlib
+
+    from aprrd_cli import __version__
+
+    code, _, err = cli("evaluate", "-m", student_path, "--pairs", pairs_dir, "--ensemble", "--tile", "0",
+                       "--json", tmp_path / "p.json", "--save-images", "--out", tmp_path / "pics")  # fmt: skip
+    assert code == 0, err
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert DESCRIBED <= set(report) and report["n"] == 2 and len(report["images"]) == 2
+    assert report["model"] == {
+        "name": str(student_path), "path": str(student_path.resolve()),
+        "sha256": hashlib.sha256(student_path.read_bytes()).hexdigest(), "kind": "student",
+        "network": "nbsn-1.00M", "format": "aprrd", "iteration": 0,
+    }  # fmt: skip
+    assert report["precision"] == "fp32" and report["ensemble"] is True
+    assert report["tiling"] == {"tile": 0, "overlap": 96, "patch_windows": False}
+    assert report["pairs"] == str(pairs_dir.resolve()) and report["set"] is None and report["photos"] is None
+    assert report["aprrd"]["version"] == __version__
+    when = datetime.datetime.fromisoformat(report["aprrd"]["date"])
+    assert abs((datetime.datetime.now(datetime.timezone.utc) - when).total_seconds()) < 600
+
+    code, _, err = cli("evaluate", "-m", student_path, "--photos", pairs_dir / "noisy", "--reference", "none",
+                       "--json", tmp_path / "ph.json")  # fmt: skip
+    photos = json.loads((tmp_path / "ph.json").read_text())
+    assert DESCRIBED <= set(photos) and photos["ensemble"] is False and photos["tiling"]["tile"] == "auto"
+    assert photos["photos"] == str((pairs_dir / "noisy").resolve()) and photos["pairs"] is None
+    assert photos["model"]["sha256"] == report["model"]["sha256"]
+    assert {k: type(v) for k, v in photos["aprrd"].items()} == {k: type(v) for k, v in report["aprrd"].items()}
+
+
+def test_the_pictures_name_the_model_and_give_the_noisy_psnr(cli, student_path, pairs_dir, tmp_path):
+    """--save-images pictures did not say which model made them, nor how noisy the input was."""
+    from aprrd_cli.evaluation.pictures import LABEL_HEIGHT, panel_labels
+    from aprrd_cli.evaluation.report import Measured
+
+    noisy, _ = read_image(pairs_dir / "noisy" / "a.png")
+    gt, _ = read_image(pairs_dir / "gt" / "a.png")
+    labels = panel_labels(noisy, gt, (31.5, 0.9))
+    noisy_db = peak_signal_noise_ratio(gt, noisy, data_range=255)
+    assert labels == [f"noisy {noisy_db:.2f} dB", "denoised 31.50 dB / 0.9000", "ground truth"]
+    measured = Measured("official", Path("m.pth"), load_model(student_path), "cpu", "fp32", "", True, None, 96, False)
+    assert measured.caption == "official (student nbsn-1.00M), x8 self-ensemble"
+
+    code, _, err = cli("evaluate", "-m", student_path, "--pairs", pairs_dir, "--ensemble", "--save-images",
+                       "--out", tmp_path / "pics")  # fmt: skip
+    assert code == 0, err
+    picture, _ = read_image(tmp_path / "pics" / "a.png")
+    assert picture.shape[0] == 40 + 2 * LABEL_HEIGHT  # the panels' labels, and the caption's strip above them

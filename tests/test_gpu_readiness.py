@@ -186,7 +186,7 @@ def test_a_skipped_fp16_step_leaves_the_schedule(tmp_path: Path) -> None:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.0 / (i + 1))
     run = SimpleNamespace(
         scaler=FakeScaler(skip={2}), opt=opt, sched=sched, done=0, read_every=100, log_every=100,
-        opts=SimpleNamespace(save_every=100), stop=100, unread=[], stage=SimpleNamespace(generators={}),
+        opts=SimpleNamespace(save_every=100, save_minutes=0), stop=100, unread=[], stage=SimpleNamespace(generators={}),
         remember_draws=lambda: None,
     )  # fmt: skip
     for _ in range(3):

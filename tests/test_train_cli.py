@@ -85,6 +85,29 @@ def test_resume_refusals_name_the_option(cli, prep, tmp_path):
     assert code == 1 and "already holds a run" in flat(err)
 
 
+@pytest.mark.parametrize("command", ["train-apr", "distill"])
+def test_resume_without_a_checkpoint_says_why(cli, tmp_path, command):
+    """--resume of a folder that does not exist, of a run killed before its first save, and of a run
+    still working there before its first save: three different one-line reasons, never a missing
+    teacher (distill looked for runs/apr/teacher.pth first)."""
+    run = tmp_path / "k9"
+    code, _, err = cli(command, "--run-dir", run, "--resume")
+    assert code == 1 and f"{run} does not exist" in flat(err) and "teacher" not in err
+    assert not run.exists()  # nothing created by the refusal
+
+    run.mkdir()
+    (run / "config.json").write_text('{"config": {}}\n')  # what a run writes before its first step
+    (run / "log.jsonl").write_text("")
+    code, _, err = cli(command, "--run-dir", run, "--resume")
+    message = flat(err)
+    assert code == 1 and "holds no checkpoint yet" in message and "without --resume" in message
+    assert "config.json" in message and "teacher" not in err and len(err.strip().splitlines()) == 1
+
+    with DirLock(run, what=f"aprrd {command}"):  # the run itself, still before its first save
+        code, _, err = cli(command, "--run-dir", run, "--resume")
+    assert code == 1 and "in use by" in flat(err) and f"PID {os.getpid()}" in flat(err) and "teacher" not in err
+
+
 def test_second_run_on_a_locked_folder_is_refused(cli, prep, tmp_path):
     run = tmp_path / "run"
     with DirLock(run, what="aprrd train-apr"):
@@ -287,7 +310,7 @@ def test_distill_help_shows_its_own_defaults(cli, monkeypatch):
     code, out, _ = cli("distill", "-h")
     text = flat(out)
     assert code == 0 and "(default: 200000)" in text and "(default: 128)" in text
-    row = text.split("│ --patch-size")[1][:80]  # the option's own row (--teacher's help names it too)
+    row = text.split(" --patch-size <int>")[1][:80]  # the option's own row (--teacher's help names it too)
     assert "400000" not in text and "256" not in row
     assert "x>=1" not in row
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from aprrd_cli.data.images import write_image
 from aprrd_cli.models.checkpoint import read_raw
@@ -79,3 +80,33 @@ def test_sigterm_saves_and_kill9_keeps_the_previous_checkpoint(prep, tmp_path):
     assert not list(run.rglob("*.part"))
     logged = [json.loads(ln)["iteration"] for ln in (run / "log.jsonl").read_text().splitlines()]
     assert logged == list(range(1, again + 1))  # steps lost to the kill were cut from the log and redone
+
+
+@pytest.mark.slow
+def test_a_timed_save_survives_kill9_and_resumes_bit_for_bit(prep, tmp_path):
+    """--save-minutes: a run whose --save-every never comes still saves by the clock, so a kill -9
+    loses at most that much; the run resumes from that save and ends exactly where an
+    uninterrupted run ends."""
+    run = tmp_path / "run"
+    proc = start(prep, run, "--save-every", "100000", "--save-minutes", "0.001")  # every 60 ms
+    wait_for_iteration(proc, run, 3)
+    ckpt = run / "checkpoints" / "last.pth"
+    end = time.time() + 60
+    while not ckpt.exists() and time.time() < end:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    saved = read_raw(ckpt)["iteration"]
+    assert 1 <= saved < 100000  # written by the clock: iteration 100000 never came
+
+    again = saved + 3
+    proc = start(prep, run, "--resume", "--stop-at", str(again))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    reference = start(prep, tmp_path / "ref", "--save-minutes", "0", "--stop-at", str(again))
+    _, err = reference.communicate(timeout=120)
+    assert reference.returncode == 0, err[-2000:]
+    resumed, uninterrupted = (read_raw(r / "checkpoints" / "last.pth") for r in (run, tmp_path / "ref"))
+    assert resumed["iteration"] == uninterrupted["iteration"] == again
+    for k, v in uninterrupted["model_state_dict"].items():
+        assert torch.equal(resumed["model_state_dict"][k], v), k

@@ -136,9 +136,11 @@ def test_fetched_once_then_offline(mirror, tiny) -> None:
 def test_a_file_with_the_wrong_hash_is_refused_and_not_kept(mirror, tiny) -> None:
     model, data = tiny
     mirror.put(model, data[:-10] + b"0123456789")  # same size, other bytes
-    with pytest.raises(AprrdError, match="does not hold the official weights.*refused and not kept"):
+    with pytest.raises(AprrdError, match="does not hold the official weights.*refused and not kept") as e:
         zoo.fetch("official")
     assert cache_files() == []
+    # the mirror's copy is the bad one: the error names the release's own address too
+    assert zoo.RELEASE_URL + model.path in str(e.value) and mirror.url in str(e.value)
 
 
 def test_offline_with_an_empty_cache_says_where_to_put_the_file(monkeypatch) -> None:
@@ -278,3 +280,62 @@ def test_a_corrupt_mirror_fails_the_command_in_one_line(cli, mirror, tiny, tmp_p
     assert code == 1
     assert "does not hold the official weights" in one_line(err)
     assert cache_files() == [] and not (tmp_path / "o.png").exists()
+
+
+def test_a_server_that_never_answers_ends_in_a_short_clear_error(tiny, monkeypatch) -> None:
+    """A server that accepts the connection and sends nothing took 61 s to fail, silently: the
+    wait is bounded (APRRD_DOWNLOAD_TIMEOUT), said beforehand, and the error says what happened."""
+    import socket
+    import time
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)  # connections complete in the backlog; nothing is ever accepted or sent
+    try:
+        monkeypatch.setenv("APRRD_WEIGHTS_URL", f"http://127.0.0.1:{silent.getsockname()[1]}/")
+        monkeypatch.setenv("APRRD_DOWNLOAD_TIMEOUT", "0.5")
+        t0 = time.monotonic()
+        with pytest.raises(AprrdError) as e:
+            zoo.fetch("official")
+        assert time.monotonic() - t0 < 20
+    finally:
+        silent.close()
+    msg = str(e.value)
+    assert "did not answer for 0.5 s (APRRD_DOWNLOAD_TIMEOUT)" in msg and "\n" not in msg
+    assert zoo.RELEASE_URL + "NBSN_1.00M/pretrained/NBSN_SIDD_Medium.pth" in msg  # where else to get it
+    assert cache_files() == []
+
+
+def test_a_slow_download_prints_progress_lines_in_a_log(monkeypatch, capsys) -> None:
+    """In a log file a download that takes more than a moment says how far it is (every few
+    seconds, not only every APRRD_PROGRESS_SECONDS)."""
+    import time
+
+    data = np.random.default_rng(0).integers(0, 256, 1 << 20, dtype=np.uint8).tobytes()  # read 128 KB at a time
+    model = replace(zoo.NAMED["official"], sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    monkeypatch.setitem(zoo.NAMED, "official", model)
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            for i in range(0, len(data), len(data) // 8):
+                self.wfile.write(data[i : i + len(data) // 8])
+                self.wfile.flush()
+                time.sleep(0.15)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("APRRD_WEIGHTS_URL", f"http://127.0.0.1:{server.server_address[1]}/")
+        monkeypatch.setattr(zoo, "LINE_SECONDS", 0.3)
+        assert zoo.fetch("official").read_bytes() == data
+    finally:
+        server.shutdown()
+        server.server_close()
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("official: ")]
+    assert len(lines) >= 2 and "B/s" in lines[0]  # while it ran, and at the end

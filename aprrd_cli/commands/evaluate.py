@@ -19,7 +19,7 @@ from aprrd_cli.commands.options import (
     inference_precision,
     resolve_inference_precision,
 )
-from aprrd_cli.console import console, out, plural, progress
+from aprrd_cli.console import console, plural, print_table, progress
 from aprrd_cli.data.pairs import load_pairs, load_photos
 from aprrd_cli.denoise import MODEL_HELP, resolve_model
 from aprrd_cli.device import describe, resolve_device, set_fp32_math, set_threads, use_device
@@ -27,6 +27,7 @@ from aprrd_cli.errors import AprrdError
 from aprrd_cli.evaluation.no_reference import check_photos, crops_of
 from aprrd_cli.evaluation.pictures import save_side_by_side
 from aprrd_cli.evaluation.protocols import evaluate_sidd_val, run_dnd, run_sidd_bench, score_model
+from aprrd_cli.evaluation.report import Measured, build_report
 from aprrd_cli.evaluation.submission import SIDD_FILE, SiddOptionalData
 from aprrd_cli.inference import DEFAULT_OVERLAP, Denoiser, Runner
 from aprrd_cli.models.checkpoint import load_model
@@ -42,10 +43,10 @@ def _table(
 ) -> Table:
     """Per-image scores and the mean; ``second`` names the second column (size or blocks)."""
     table = Table(title=title, title_justify="left")
-    table.add_column("image")
-    table.add_column(second, justify="right")
-    table.add_column("PSNR (dB)", justify="right")
-    table.add_column("SSIM", justify="right")
+    table.add_column("image", overflow="fold")  # a long name folds onto a second line, whole
+    table.add_column(second, justify="right", no_wrap=True)
+    table.add_column("PSNR (dB)", justify="right", no_wrap=True)
+    table.add_column("SSIM", justify="right", no_wrap=True)
     for name, size, p, s in rows:
         table.add_row(name, size, f"{p:.2f}", f"{s:.5f}")
     table.add_section()
@@ -62,8 +63,10 @@ def _check_json_target(path: Path | None) -> None:
     check_output_dir(path.parent, "--json report")
 
 
-def _write_json(path: Path | None, report: dict) -> None:
+def _write_json(path: Path | None, measured: Measured, scores: dict) -> None:
+    """The report (evaluation/report.py): what was measured, the same keys in every mode, then the scores."""
     if path is not None:
+        report = build_report(measured, scores)
         clean = json.loads(json.dumps(report), parse_constant=lambda c: None)  # NaN/inf -> null: valid JSON
         atomic_write_text(path, json.dumps(clean, indent=1) + "\n")
         console.print(f"scores -> {path}")
@@ -176,15 +179,19 @@ def evaluate(
         + (f" ({why})" if precision == "auto" else "")
         + (", x8 self-ensemble" if ensemble else "")
     )
+    measured = Measured(
+        model, model_path, loaded, describe(dev), prec, why, ensemble, tile, DEFAULT_OVERLAP, patch_windows,
+        pairs=pairs, photos=photos, eval_set=eval_set, data=data,
+    )  # fmt: skip
 
     if loaded_pairs is not None:
-        _run_pairs(runner, loaded_pairs, pairs, out_dir if save_images else None, json_path)
+        _run_pairs(runner, loaded_pairs, pairs, out_dir if save_images else None, json_path, measured)
         return
     if loaded_photos is not None:
         ref = None if reference == "none" else _reference(reference, dev)
         report = check_photos(den, crops_of(loaded_photos), ref)
         _show_check(report, photos, reference if ref is not None else None)
-        _write_json(json_path, {"photos": str(photos), "model": model or str(model_path), **report})
+        _write_json(json_path, measured, {"reference": reference if ref is not None else None, **report})
         if report["warnings"]:
             raise typer.Exit(1)
         return
@@ -206,7 +213,7 @@ def evaluate(
             scores: tuple[float, float] | None,
         ) -> None:
             if block == 0:  # one picture per image: enough to look at, not 1,280 files
-                save_side_by_side(pictures / f"{image}_{block + 1:02d}.png", noisy, den, gt, scores)
+                save_side_by_side(pictures / f"{image}_{block + 1:02d}.png", noisy, den, gt, scores, measured.caption)
 
         on_pic = on_block if pictures is not None else None
         if eval_set == "sidd-val":
@@ -229,29 +236,27 @@ def evaluate(
         report = scores.summary()
         rows = [(r["name"], str(len(r["blocks"]["psnr"])), r["psnr"], r["ssim"]) for r in report["images"]]
         mean = (report["psnr"], report["ssim"])
-        out.print(
+        print_table(
             _table(f"sidd-val: {model_path.name}", "blocks", rows, f"mean over {plural(report['n'], 'block')}", mean)
         )
         console.print(
             f"sidd-val: {report['psnr']:.3f} dB / {report['ssim']:.5f} over {plural(report['n'], 'block')}, "
             f"{_rate(report['seconds_per_megapixel'])}"
         )
-        _write_json(json_path, {"set": eval_set, "model": model or str(model_path), "ensemble": ensemble, **report})
+        _write_json(json_path, measured, report)
     elif eval_set == "sidd-bench":
         console.print(
             f"sidd-bench: {n} blocks denoised, {_rate(spm)}; submission -> {path} "
             f"(upload it on the SIDD benchmark page; {SIDD_FILE} checked on read-back)"
         )
-        _write_json(json_path, {"set": eval_set, "model": model or str(model_path), "ensemble": ensemble, "n": n,
-                                "seconds_per_megapixel": spm, "files": [str(path)]})  # fmt: skip
+        _write_json(json_path, measured, {"n": n, "seconds_per_megapixel": spm, "files": [str(path)]})
     else:
         bundles = [p for p in written if p.parent.name == "bundled"]
         console.print(
             f"dnd: {n} crops denoised, {_rate(spm)}; {len(written) - len(bundles)} crop files in {out_dir}, "
             f"{len(bundles)} bundles in {out_dir / 'bundled'} (zip bundled/ and upload it; all checked on read-back)"
         )
-        _write_json(json_path, {"set": eval_set, "model": model or str(model_path), "ensemble": ensemble, "n": n,
-                                "seconds_per_megapixel": spm, "files": [str(p) for p in bundles]})  # fmt: skip
+        _write_json(json_path, measured, {"n": n, "seconds_per_megapixel": spm, "files": [str(p) for p in bundles]})
     if pictures is not None:
         console.print(f"pictures -> {pictures}")
 
@@ -269,16 +274,17 @@ def _reference(spec: str, dev) -> Denoiser | None:
 
 def _show_check(report: dict, photos: Path, reference: str | None) -> None:
     table = Table(title=f"no-reference check: {photos} (the centre 512x512 of each photo)", title_justify="left")
-    for col in ("photo", "colour shift R / G / B", "noise removed"):
-        table.add_column(col, justify="left" if col == "photo" else "right")
+    table.add_column("photo", overflow="fold")
+    for col in ("colour shift R / G / B", "noise removed"):
+        table.add_column(col, justify="right", no_wrap=True)
     if reference:
-        table.add_column(f"agreement with {reference}", justify="right")
+        table.add_column(f"agreement with {reference}", justify="right", no_wrap=True)
     for r in report["images"]:
         cells = [r["name"], " / ".join(f"{v:+.2f}" for v in r["colour_shift"]), f"{r['removed']:.2f}"]
         if reference:
             cells.append(f"{r['agreement_db']:.2f} dB")
         table.add_row(*cells)
-    out.print(table)
+    print_table(table)
     line = (
         f"{photos}: colour shift at most {report['max_colour_shift']:.2f} grey levels, noise removed "
         f"{report['mean_removed']:.2f} grey levels on average"
@@ -294,24 +300,26 @@ def _show_check(report: dict, photos: Path, reference: str | None) -> None:
         console.print(f"[yellow]warning:[/yellow] {w}")
 
 
-def _run_pairs(runner: Runner, pairs: list, pairs_dir: Path, pictures: Path | None, json_path: Path | None) -> None:
+def _run_pairs(
+    runner: Runner, pairs: list, pairs_dir: Path, pictures: Path | None, json_path: Path | None, measured: Measured
+) -> None:
     sizes = {name: f"{n.shape[1]}x{n.shape[0]}" for name, n, _ in pairs}
     with progress("img") as bar:
         task = bar.add_task("images", total=len(pairs))
 
         def on_image(name: str, noisy: np.ndarray, den: np.ndarray, gt: np.ndarray, p: float, s: float) -> None:
             if pictures is not None:
-                save_side_by_side(pictures / f"{Path(name).stem}.png", noisy, den, gt, (p, s))
+                save_side_by_side(pictures / f"{Path(name).stem}.png", noisy, den, gt, (p, s), measured.caption)
             bar.advance(task)
 
         report = score_model(runner, pairs, on_image=on_image)
     rows = [(r["name"], sizes[r["name"]], r["psnr"], r["ssim"]) for r in report["images"]]
     mean = (report["psnr"], report["ssim"])
-    out.print(_table(f"pairs: {pairs_dir}", "size", rows, f"mean over {plural(report['n'], 'image')}", mean))
+    print_table(_table(f"pairs: {pairs_dir}", "size", rows, f"mean over {plural(report['n'], 'image')}", mean))
     console.print(
         f"{pairs_dir}: {report['psnr']:.3f} dB / {report['ssim']:.5f} over {plural(report['n'], 'image')}, "
         f"{_rate(report['seconds_per_megapixel'])}"
     )
-    _write_json(json_path, report)
+    _write_json(json_path, measured, report)
     if pictures is not None:
         console.print(f"pictures -> {pictures}")

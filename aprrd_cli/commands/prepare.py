@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from aprrd_cli.app import app
-from aprrd_cli.console import console, out, progress
+from aprrd_cli.console import console, out, print_table, progress
 from aprrd_cli.data.parts import ALL_PARTS, PartResult
 from aprrd_cli.errors import AprrdError
 
@@ -18,6 +18,7 @@ HELP = """Prepare training images and evaluation sets for train-apr, distill and
 
 ROOT is a dataset tree, every part optional, laid out as the datasets are published:
 
+\b
   SIDD_Medium_Srgb/Data/*/*_NOISY_SRGB_*.png         training (GT never read)
   SIDD_Benchmark_Data/*/*_NOISY_SRGB_010.png         training
   SIDD_Validation_sRGB/Validation{Noisy,Gt}BlocksSrgb.mat
@@ -68,7 +69,7 @@ def render_report(results: list[PartResult], seconds: float, prep: Path) -> None
             f"[red]{len(r.skipped)}[/red]" if r.skipped else "0",
             escape(str(r.part.where)) + (f" ({r.removed} stale removed)" if r.removed else ""),
         )
-    out.print(table)
+    print_table(table)
     skipped = [(r.part.key, path, why) for r in results for path, why in r.skipped]
     for key, path, why in skipped:
         if why.startswith(f"{path}: "):  # messages that already name the file

@@ -50,6 +50,13 @@ WORKERS = typer.Option(None, "--workers", min=0, help="Data-loading processes (d
 SAVE_EVERY = typer.Option(
     None, "--save-every", min=1, help="Write RUN/checkpoints/last.pth every N iterations (default: 1000)."
 )
+SAVE_MINUTES = typer.Option(
+    None,
+    "--save-minutes",
+    min=0,
+    help="Also write the checkpoint when M minutes have passed since the last save, so a kill -9 or a power cut "
+    "loses at most that much (default: 2; 0: only every --save-every).",
+)
 STOP_AT = typer.Option(None, "--stop-at", min=1, help="Stop after iteration N with a checkpoint (resume later).")
 RESUME = typer.Option(
     False,
@@ -75,7 +82,12 @@ DETERMINISTIC = typer.Option(
 COMPILE = typer.Option(
     None, "--compile/--no-compile", help="torch.compile the network (falls back to eager if it fails) (default: off)."
 )
-LOG_EVERY = typer.Option(None, "--log-every", min=1, help="Write a log.jsonl record every N iterations.")
+LOG_EVERY = typer.Option(
+    None,
+    "--log-every",
+    min=1,
+    help="Write a log.jsonl record (the mean loss) every N iterations (default: iters/50, at most 100).",
+)
 WARMUP = typer.Option(
     None,
     "--warmup",
@@ -107,6 +119,7 @@ RUN_DEFAULTS = {
     "data": Path("prepared"),
     "device": "auto",
     "save_every": 1000,
+    "save_minutes": 2.0,
     "val_every": 0,
     "compile": False,
     "deterministic": False,
@@ -130,8 +143,10 @@ def _config(cls: type[TrainConfig], run_dir: Path, resume: bool, given: dict) ->
     """Paper defaults, or the saved run's values on --resume, overridden by the options given."""
     base: TrainConfig = cls()
     if resume:
-        from aprrd_cli.training.stages import saved_config
+        from aprrd_cli.training.stages import COMMANDS, saved_config
+        from aprrd_cli.training.state import check_resumable
 
+        check_resumable(run_dir, COMMANDS[cls.stage])  # before anything reads the run's options
         saved = saved_config(run_dir)
         if saved is not None and saved.get("stage") == cls.stage:
             base = cls.from_dict(saved)
@@ -176,6 +191,7 @@ def train_apr_cmd(
     device: str = TRAIN_DEVICE,
     workers: int = WORKERS,
     save_every: int = SAVE_EVERY,
+    save_minutes: float = SAVE_MINUTES,
     stop_at: int = STOP_AT,
     resume: bool = RESUME,
     val: str = VAL,
@@ -253,6 +269,7 @@ def distill_cmd(
     device: str = TRAIN_DEVICE,
     workers: int = WORKERS,
     save_every: int = SAVE_EVERY,
+    save_minutes: float = SAVE_MINUTES,
     stop_at: int = STOP_AT,
     resume: bool = RESUME,
     val: str = VAL,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aprrd_cli.errors import InputError
+from aprrd_cli.errors import InputError, short_reason
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -28,8 +28,7 @@ def is_v73(path: Path) -> bool:
 
 
 def _damaged(path: Path, e: Exception) -> InputError:
-    msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:100]
-    return InputError(f"{path}: not a readable MATLAB file ({msg}); the file is damaged or truncated")
+    return InputError(f"{path}: not a readable MATLAB file ({short_reason(e)}); the file is damaged or truncated")
 
 
 def open_h5(path: Path):

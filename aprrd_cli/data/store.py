@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from aprrd_cli.errors import AprrdError
+from aprrd_cli.errors import AprrdError, short_reason
 from aprrd_cli.utils.atomic import atomic_path, atomic_write_text
 
 INDEX_VERSION = 1
@@ -117,7 +117,7 @@ def open_npy(path: Path) -> np.ndarray:
     except FileNotFoundError as e:
         raise AprrdError(f"{path} is missing from the prepared store; re-run prepare-data") from e
     except (OSError, ValueError) as e:
-        raise AprrdError(f"{path} is damaged ({str(e)[:100]}); delete it and re-run prepare-data") from e
+        raise AprrdError(f"{path} is damaged ({short_reason(e)}); delete it and re-run prepare-data") from e
 
 
 @dataclass

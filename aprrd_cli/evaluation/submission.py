@@ -22,7 +22,7 @@ from types import ModuleType
 
 import numpy as np
 
-from aprrd_cli.errors import AprrdError
+from aprrd_cli.errors import AprrdError, short_reason
 from aprrd_cli.utils.atomic import atomic_path
 
 
@@ -74,7 +74,7 @@ def _load(path: Path, what: str) -> dict:
     try:
         return _sio().loadmat(path)
     except Exception as e:  # any failure to read back is a failed write
-        raise AprrdError(f"{what} did not read back ({type(e).__name__}: {str(e)[:100]}); nothing was kept") from e
+        raise AprrdError(f"{what} did not read back ({type(e).__name__}: {short_reason(e)}); nothing was kept") from e
 
 
 def _check(ok: bool, what: str, detail: str) -> None:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from aprrd_cli import __version__
-from aprrd_cli.errors import CheckpointError
+from aprrd_cli.errors import CheckpointError, short_reason
 from aprrd_cli.models import build
 from aprrd_cli.utils.atomic import atomic_path
 
@@ -59,9 +59,8 @@ def read_raw(path: str | Path, map_location: str | torch.device = "cpu") -> dict
             "expected an aprrd or official APR-RD .pth file"
         ) from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"{path} is not a PyTorch checkpoint, or is truncated or corrupt ({msg[:100]}); "
+            f"{path} is not a PyTorch checkpoint, or is truncated or corrupt ({short_reason(e)}); "
             "expected an aprrd or official APR-RD .pth file"
         ) from e
     except Exception as e:  # torch's unpickler meets random bytes with many exception types
@@ -153,7 +152,7 @@ def load_model(
     except (RuntimeError, TypeError, ValueError) as e:
         first = str(e).strip().splitlines()
         detail = first[1].strip() if len(first) > 1 else first[0]
-        raise CheckpointError(f"{path}: weights do not fit {arch} ({detail[:120]})") from e
+        raise CheckpointError(f"{path}: weights do not fit {arch} ({short_reason(detail, 120)})") from e
     model.eval()
     meta = {k: v for k, v in raw.items() if k != "model_state_dict"} if source == "aprrd" else {}
     return LoadedModel(model, arch, kind, source, raw.get("iteration") if source == "aprrd" else None, meta)

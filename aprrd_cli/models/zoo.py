@@ -5,7 +5,9 @@ APR-RD release, pinned to one commit and checked by SHA-256 before every use. Th
 downloads the file with ``torch.hub.download_url_to_file`` (PyTorch's own downloader, with
 its hash check) into ``$APRRD_CACHE``, else ``${XDG_CACHE_HOME:-~/.cache}/aprrd``; later
 uses read the cache and need no network. ``APRRD_WEIGHTS_URL`` replaces the release's base
-address: a mirror, an offline copy (``file:///...``) or a test server.
+address: a mirror, an offline copy (``file:///...``) or a test server. A server that does not
+connect or stops sending ends the download after ``APRRD_DOWNLOAD_TIMEOUT`` seconds (30) with
+a one-line error; with a mirror set, errors also name the release's own address.
 
 The download lands in a temporary file beside its target and is renamed over it only once
 complete and verified (``utils.atomic.atomic_path``), so the cache never holds half a file or a
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import math
 import os
 import socket
 import urllib.error
@@ -25,14 +28,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from aprrd_cli.console import console, progress, warn
+from aprrd_cli.console import LineProgress, console, progress, warn
 from aprrd_cli.errors import AprrdError
 from aprrd_cli.utils.atomic import atomic_path, check_output_dir
 
 RELEASE = "HYK2017/APRRD"
 RELEASE_COMMIT = "36df6e0d8fff8c5ba0055ee14ae95c07f092c2cf"
 RELEASE_URL = f"https://raw.githubusercontent.com/{RELEASE}/{RELEASE_COMMIT}/"
-TIMEOUT_SECONDS = 60.0  # a stalled connection ends with an error instead of hanging for ever
+TIMEOUT_SECONDS = 30.0  # a server that does not answer (connect, or any read) ends the download with an error
+LINE_SECONDS = 5.0  # in a log file, a progress line at least this often while a download runs
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,16 @@ def url_of(model: NamedModel) -> str:
     return base_url() + model.path
 
 
+def timeout_seconds() -> float:
+    """How long a download waits for the server to connect or to send more (``APRRD_DOWNLOAD_TIMEOUT``,
+    default 30 s): a server that accepts and never answers ends in an error, not a hang."""
+    try:
+        seconds = float(os.environ.get("APRRD_DOWNLOAD_TIMEOUT", TIMEOUT_SECONDS))
+    except ValueError:
+        return TIMEOUT_SECONDS
+    return seconds if seconds > 0 and math.isfinite(seconds) else TIMEOUT_SECONDS
+
+
 def cached_path(model: NamedModel) -> Path:
     return cache_dir() / model.file_name
 
@@ -127,18 +141,31 @@ def path_of(spec: str) -> Path:
     return fetch(spec) if is_named(spec) else Path(spec)
 
 
+def _by_hand(model: NamedModel, url: str, path: Path) -> str:
+    """Where else the file may be had: with a mirror set, the release's own address (the mirror's
+    copy may be the bad one), else a mirror."""
+    release = RELEASE_URL + model.path
+    if url != release:
+        return f"download {release} (the release's own copy) by hand and put it at {path}, or unset APRRD_WEIGHTS_URL"
+    return f"download {url} by hand and put it at {path}, or set APRRD_WEIGHTS_URL to a mirror"
+
+
 def _download(model: NamedModel, path: Path) -> None:
     url = url_of(model)
     check_output_dir(path.parent, f"{model.name} weights (set APRRD_CACHE to a writable folder)")
-    by_hand = f"download {url} by hand and put it at {path}, or set APRRD_WEIGHTS_URL to a mirror"
+    by_hand = _by_hand(model, url, path)
+    timeout = timeout_seconds()
     import torch.hub
 
-    console.print(f"downloading the {model.name} weights ({model.size / 1e6:.1f} MB) from {url}")
+    console.print(
+        f"downloading the {model.name} weights ({model.size / 1e6:.1f} MB) from {url} "
+        f"(gives up after {timeout:g} s without an answer)"
+    )
     with atomic_path(path) as tmp:
         # network failures become one line here, inside the block: atomic_path would report any
         # OSError (URLError is one) as a problem of the folder written to
         try:
-            with _socket_timeout(TIMEOUT_SECONDS), _rich_progress(torch.hub, model.name):
+            with _socket_timeout(timeout), _rich_progress(torch.hub, model.name):
                 torch.hub.download_url_to_file(url, str(tmp), hash_prefix=model.sha256, progress=True)
         except urllib.error.HTTPError as e:
             raise AprrdError(
@@ -146,7 +173,9 @@ def _download(model: NamedModel, path: Path) -> None:
             ) from e
         except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException, ValueError) as e:
             reason = getattr(e, "reason", None) or e
-            raise AprrdError(f"cannot download the {model.name} weights from {url} ({reason}); {by_hand}") from e
+            if isinstance(reason, TimeoutError):  # socket.timeout is TimeoutError
+                reason = f"the server did not answer for {timeout:g} s (APRRD_DOWNLOAD_TIMEOUT); check the network"
+            raise AprrdError(f"cannot download the {model.name} weights from {url}: {reason}; {by_hand}") from e
         except RuntimeError as e:
             if "invalid hash value" not in str(e):
                 raise
@@ -177,6 +206,8 @@ def _rich_progress(hub: object, name: str) -> Iterator[None]:
     for the download this stands in for it.
     """
     display = progress("B")
+    if isinstance(display, LineProgress):  # a log file: a line every few seconds, not every 30
+        display.every = min(display.every, LINE_SECONDS)
 
     class Bar:
         def __init__(self, total: int | None = None, disable: bool = False, **_: object) -> None:

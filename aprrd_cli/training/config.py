@@ -153,6 +153,7 @@ class RunOptions:
     workers: int = 0
     threads: int | None = None
     save_every: int = 1000
+    save_minutes: float = 2.0  # also save when this many minutes passed since the last save (0: off)
     stop_at: int | None = None
     resume: bool = False
     val: str | None = None  # a folder of noisy/ + gt/ pairs, or "sidd-val" from the prepared store
@@ -175,6 +176,6 @@ class RunOptions:
 # Run options a --resume takes from the run when they are not given again; the others
 # (--run-dir, --resume, --stop-at) belong to the command at hand.
 INHERITED_OPTIONS = (
-    "data", "device", "precision", "compile", "workers", "threads", "save_every", "val", "val_every", "log_every",
-    "deterministic",
+    "data", "device", "precision", "compile", "workers", "threads", "save_every", "save_minutes", "val", "val_every",
+    "log_every", "deterministic",
 )  # fmt: skip

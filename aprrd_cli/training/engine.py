@@ -113,6 +113,8 @@ class Run:
     last_val: dict | None = None
     collapse_warned: bool = False
     drawn_to_done: dict[str, torch.Tensor] = field(default_factory=dict)  # generator states after ``done``
+    last_save: float = field(default_factory=time.monotonic)  # when this process last saved (or began)
+    timed_save: bool = False  # --save-minutes is up: save after this iteration
 
     @property
     def model(self) -> nn.Module:
@@ -330,7 +332,25 @@ def _non_finite(run: Run, value: float, iteration: int) -> None:
 
 
 def save_due(run: Run) -> bool:
-    return run.done % run.opts.save_every == 0 or run.done == run.stop
+    return run.done % run.opts.save_every == 0 or run.done == run.stop or run.timed_save
+
+
+def timed_save_due(run: Run) -> bool:
+    """Whether ``--save-minutes`` have passed since the last save, decided once an iteration (in
+    ``apply_update``, so the losses are read before the save). Under DDP every rank must make the
+    same choice: rank 0's clock decides, at the log records, where the ranks meet anyway."""
+    minutes = run.opts.save_minutes
+    if not minutes:
+        return False
+    world = run.share[1]
+    if world > 1 and run.done % run.log_every:
+        return False
+    due = time.monotonic() - run.last_save >= 60 * minutes
+    if world > 1:
+        flag = torch.tensor(float(due), device=run.device)
+        dist.broadcast(flag, 0)
+        due = bool(flag.item())
+    return due
 
 
 def apply_update(run: Run, loss: torch.Tensor, lr: float) -> None:
@@ -352,6 +372,7 @@ def apply_update(run: Run, loss: torch.Tensor, lr: float) -> None:
             run.sched.step()
         run.done += 1
         run.remember_draws()
+        run.timed_save = timed_save_due(run)
         run.unread.append(loss)
         if run.done % run.read_every == 0 or run.done % run.log_every == 0 or save_due(run):
             _read_losses(run, lr)
@@ -412,6 +433,7 @@ def save_checkpoint(run: Run) -> None:
         save_payload(run.checkpoint, model_payload(run.model, run.done, training=training))
         plot(run.log.records, Path(run.opts.run_dir) / "loss.png", run.stage.title)
     run.saved_at = run.done
+    run.last_save, run.timed_save = time.monotonic(), False
 
 
 def save_interrupted(run: Run) -> None:

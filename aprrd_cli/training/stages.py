@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -183,6 +184,8 @@ def _setup(opts: RunOptions, cfg: TrainConfig) -> tuple[int, int, torch.device, 
     cfg.check(world)
     if opts.save_every < 1:
         raise AprrdError(f"--save-every must be at least 1, got {opts.save_every}", exit_code=2)
+    if not (math.isfinite(opts.save_minutes) and opts.save_minutes >= 0):
+        raise AprrdError(f"--save-minutes must be a number of minutes >= 0, got {opts.save_minutes}", exit_code=2)
     if opts.stop_at is not None and opts.stop_at < 1:
         raise AprrdError(f"--stop-at must be at least 1, got {opts.stop_at}", exit_code=2)
     return rank, world, device, (precision, why)

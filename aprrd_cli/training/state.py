@@ -5,6 +5,7 @@ is refused when its numbers would differ from the run it continues."""
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from aprrd_cli.errors import AprrdError
 from aprrd_cli.models.checkpoint import read_raw
 from aprrd_cli.training.config import TrainConfig, differences, option_name
 from aprrd_cli.utils.atomic import remove_partials
+from aprrd_cli.utils.locks import DirLock, LockedError
 
 STATE_FORMAT = "aprrd-training-state"
 
@@ -33,6 +35,39 @@ def read_state(run_dir: Path) -> dict | None:
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise AprrdError(f"{path} is not an aprrd training checkpoint; choose another --run-dir")
     return raw
+
+
+def check_resumable(run_dir: Path, command: str) -> None:
+    """Why ``--resume`` cannot continue ``run_dir``, in one line, before the command reads its
+    options (and, for distill, looks for a teacher): the folder does not exist, a run is still
+    working in it (the lock's message, with its PID), or it holds no checkpoint yet (the run was
+    killed before its first save). Silent when the folder holds a checkpoint."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise AprrdError(
+            f"nothing to resume: {run_dir} does not exist; check --run-dir, or start a new run there without --resume"
+        )
+    if not run_dir.is_dir():
+        raise AprrdError(f"nothing to resume: {run_dir} is a file, not a run folder; check --run-dir")
+    if checkpoint_path(run_dir).exists():
+        return
+    if not any(run_dir.iterdir()):
+        raise AprrdError(f"nothing to resume: {run_dir} is empty; start a new run there without --resume")
+    # a lock file, config.json or log.jsonl: a run began here. Is it still going (not saved yet)?
+    # Under torchrun only rank 0 looks, so that the ranks of this very command do not find each other.
+    if os.environ.get("RANK", "0") == "0":
+        try:
+            with DirLock(run_dir, what=f"aprrd {command}"):  # held: the lock's message, with its PID
+                pass
+        except LockedError:
+            raise
+        except AprrdError:  # a folder we cannot write to: no run of ours is writing there either
+            pass
+    listed = " (its config.json lists them)" if (run_dir / "config.json").is_file() else ""
+    raise AprrdError(
+        f"nothing to resume: {run_dir} holds no checkpoint yet (its run stopped before its first save, "
+        f"killed or crashed); start it again with the same options{listed} but without --resume"
+    )
 
 
 def remove_leftovers(run_dir: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.gpu_check.steps import Context, Report, aprrd
+from benchmarks.gpu_check.context import Context, Report, aprrd
 
 SETS = ("cc15", "sidd7")
 APR_SECONDS, RD_SECONDS = 100, 30  # of the step's limit; the rest prepares, validates and scores

@@ -22,31 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.gpu_check.context import Context, Report, aprrd
+
 REPO = Path(__file__).resolve().parents[2]
-Report = Callable[[dict], None]
-
-
-@dataclass
-class Context:
-    out: Path
-    device: str
-    photos: Path
-    official: Path
-    tiny: bool
-
-    @property
-    def dev(self) -> torch.device:
-        return torch.device(self.device)
-
-    @property
-    def cuda(self) -> bool:
-        return self.dev.type == "cuda"
-
-    def previous(self, step: str) -> dict:
-        """What an earlier step reported (from ``results.json``), or nothing."""
-        with contextlib.suppress(OSError, ValueError):
-            return json.loads((self.out / "results.json").read_text())["steps"].get(step, {})
-        return {}
 
 
 @dataclass(frozen=True)
@@ -285,14 +263,6 @@ def noisy_folder(ctx: Context, work: Path, n: int = 4) -> Path:
     for i in range(n):
         write_image(folder / f"p{i}.png", rng.integers(0, 256, (320, 384, 3), dtype=np.uint8))
     return folder
-
-
-def aprrd(*args: object) -> None:
-    from aprrd_cli.cli import main
-
-    code = main([str(a) for a in args])
-    if code != 0:
-        raise RuntimeError(f"aprrd {' '.join(map(str, args[:2]))} ... exited with {code}")
 
 
 def log_rate(run_dir: Path) -> float | None:
