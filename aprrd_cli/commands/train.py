@@ -76,6 +76,13 @@ COMPILE = typer.Option(
     None, "--compile/--no-compile", help="torch.compile the network (falls back to eager if it fails) (default: off)."
 )
 LOG_EVERY = typer.Option(None, "--log-every", min=1, help="Write a log.jsonl record every N iterations.")
+TENSORBOARD = typer.Option(
+    None,
+    "--tensorboard/--no-tensorboard",
+    help="Also write TensorBoard events into RUN/tensorboard: loss, learning rate, validation PSNR/SSIM and a "
+    "noisy | output picture at each validation (needs pip install 'aprrd[tensorboard]') (default: off).",
+    show_default=False,
+)
 WARMUP = typer.Option(
     None,
     "--warmup",
@@ -103,6 +110,7 @@ RUN_DEFAULTS = {
     "val_every": 0,
     "compile": False,
     "deterministic": False,
+    "tensorboard": False,
 }
 
 
@@ -150,6 +158,10 @@ def _run_options(args: dict) -> RunOptions:
             kw[key] = saved.get(key, RUN_DEFAULTS.get(key))
     kw["data"] = Path(kw["data"])
     kw["workers"] = _workers(kw["workers"], kw["device"])
+    if kw["tensorboard"]:  # refused before the run starts, not at its first log record
+        from aprrd_cli.training.tensorboard import check_available
+
+        check_available()
     return RunOptions(**kw)
 
 
@@ -178,6 +190,7 @@ def train_apr_cmd(
     deterministic: bool = DETERMINISTIC,
     threads: int = THREADS,
     log_every: int = LOG_EVERY,
+    tensorboard: bool = TENSORBOARD,
     warmup: int = WARMUP,
     init: str = INIT,
     width: int = WIDTH,
@@ -253,6 +266,7 @@ def distill_cmd(
     deterministic: bool = DETERMINISTIC,
     threads: int = THREADS,
     log_every: int = LOG_EVERY,
+    tensorboard: bool = TENSORBOARD,
     warmup: int = WARMUP,
     init: str = INIT,
     width: int = WIDTH,

@@ -134,6 +134,7 @@ def _without_small_images(store: TrainStore, patch: int, data: Path, announce: b
 def make_validator(val: str, prep: Path, device: torch.device) -> Callable[[nn.Module], dict]:
     """Validation PSNR/SSIM on a folder of pairs or on SIDD validation (one block per image)."""
     from aprrd_cli.data.pairs import load_pairs
+    from aprrd_cli.evaluation.pictures import side_by_side
     from aprrd_cli.evaluation.protocols import score_model
     from aprrd_cli.inference import Denoiser
 
@@ -146,8 +147,15 @@ def make_validator(val: str, prep: Path, device: torch.device) -> Callable[[nn.M
         pairs = load_pairs(Path(val), option="--val")
 
     def validate(model: nn.Module) -> dict:
+        first: list[np.ndarray] = []
+
+        def keep_first(name: str, noisy: np.ndarray, out: np.ndarray, gt: np.ndarray, p: float, s: float) -> None:
+            if not first:  # the picture of TensorBoard's --tensorboard: noisy | output of the first image
+                first.append(side_by_side([(noisy, "noisy"), (out, f"output {p:.2f} dB / {s:.4f}")]))
+
         with torch.no_grad():  # large images tiled, as aprrd evaluate does: whole 12 MP photos would not fit a GPU
-            return score_model(Denoiser(model, device), pairs)
+            scores = score_model(Denoiser(model, device), pairs, on_image=keep_first)
+        return {**scores, "picture": first[0] if first else None}
 
     return validate
 
