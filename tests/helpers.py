@@ -3,9 +3,12 @@ the real formats, and reading the one-line messages. Fixtures live in ``conftest
 
 from __future__ import annotations
 
+import http.server
 import itertools
 import struct
+import threading
 import zlib
+from functools import partial
 from pathlib import Path
 
 import h5py
@@ -13,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 from scipy.ndimage import gaussian_filter
+
+from aprrd_cli.models import zoo
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -122,3 +127,42 @@ class TinySampler:
             if self.interrupt is not None and s == self.interrupt:
                 raise KeyboardInterrupt
             yield s, self.batch(s)
+
+
+class Mirror:
+    """A folder laid out as the release, served on 127.0.0.1; counts the requests."""
+
+    def __init__(self, root: Path, together: int = 0) -> None:
+        """``together``: hold each request until that many have arrived (so downloads overlap
+        however slowly the clients start); a sleep alone is not enough on a loaded machine."""
+        self.root = root
+        self.requests: list[str] = []
+        mirror = self
+        barrier = threading.Barrier(together) if together else None
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def do_GET(self) -> None:
+                mirror.requests.append(self.path)
+                if barrier is not None:
+                    try:
+                        barrier.wait(timeout=100)
+                    except threading.BrokenBarrierError:
+                        pass  # the other never came: serve anyway, the test's count will say so
+                super().do_GET()
+
+            def log_message(self, *args: object) -> None:  # keep the test output clean
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def put(self, model: zoo.NamedModel, data: bytes) -> None:
+        path = self.root / model.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
