@@ -139,7 +139,7 @@ class Model:
         if not torch.isfinite(x).all():
             raise InputError("the tensor holds NaN or infinite values")
         y = run(x.detach().float().clamp(0.0, 1.0))
-        return y.clamp_(0.0, 1.0).to(device=x.device, dtype=x.dtype)
+        return y.clamp(0.0, 1.0).to(device=x.device, dtype=x.dtype)  # out of place: not an inference tensor
 
     def denoise_file(
         self,

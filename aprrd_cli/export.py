@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from rich.markup import escape
 
 from aprrd_cli import __version__
 from aprrd_cli.denoise import resolve_model
@@ -35,6 +36,7 @@ DEFAULT_OPSET = 17  # onnxruntime 1.14 (2023) and later run it; every operator t
 MIN_OPSET = 11  # reflect Pad with dynamic pads
 INPUT_NAME = "noisy"
 OUTPUT_NAME = "denoised"
+PIP_EXTRA = "'aprrd[export]'"
 EXTRA_FILE = "aprrd.json"  # the TorchScript file's metadata
 TRACE_SIZE = (1, 3, 45, 77)  # odd and non-square: the trace records the padding's arithmetic, not a shortcut
 
@@ -67,7 +69,8 @@ def format_of(out: Path, fmt: str | None) -> str:
 def need_onnx() -> None:
     """ONNX export writes through the ``onnx`` package, an optional extra."""
     if importlib.util.find_spec("onnx") is None:
-        raise AprrdError("ONNX export needs the onnx package: pip install 'aprrd[export]' (or pip install onnx)")
+        # escaped: the CLI prints errors as rich markup, where [export] would be a style tag
+        raise AprrdError(f"ONNX export needs the onnx package: pip install {escape(PIP_EXTRA)} (or pip install onnx)")
 
 
 def metadata(loaded: LoadedModel, label: str, checkpoint: Path, fmt: str, opset: int | None) -> dict[str, str]:
