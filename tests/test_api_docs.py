@@ -21,7 +21,9 @@ BLOCK = re.compile(r"```(python|bash)\n(.*?)```", re.S)
 
 
 def blocks() -> list[tuple[str, str]]:
-    return BLOCK.findall(DOC.read_text())
+    """docs/api.md's blocks, then the README's Python ones (its section on the API)."""
+    readme = [(k, c) for k, c in BLOCK.findall((REPO / "README.md").read_text()) if k == "python"]
+    return BLOCK.findall(DOC.read_text()) + readme
 
 
 def test_the_doc_has_the_examples_it_promises() -> None:
