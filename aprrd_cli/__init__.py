@@ -1,8 +1,8 @@
 """aprrd: APR-RD, self-supervised denoising of real camera noise.
 
-The public Python API (docs/api.md): ``load``, ``Model``, ``psnr``, ``ssim`` and ``AprrdError``,
-from aprrd_cli/api.py. They are imported on first use, so that ``import aprrd_cli`` (and
-``aprrd --version``) does not pay for torch.
+The public Python API (docs/api.md): ``load``, ``Model``, ``psnr``, ``ssim``, ``AprrdError`` and
+``AprrdWarning``, from aprrd_cli/api.py. They are imported on first use, so that ``import
+aprrd_cli`` (and ``aprrd --version``) does not pay for torch.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["AprrdError", "Model", "__version__", "load", "psnr", "ssim"]
-_PUBLIC = {"AprrdError", "Model", "load", "psnr", "ssim"}
+__all__ = ["AprrdError", "AprrdWarning", "Model", "__version__", "load", "psnr", "ssim"]
+_PUBLIC = {"AprrdError", "AprrdWarning", "Model", "load", "psnr", "ssim"}
 
 if TYPE_CHECKING:
-    from aprrd_cli.api import AprrdError, Model, load, psnr, ssim
+    from aprrd_cli.api import AprrdError, AprrdWarning, Model, load, psnr, ssim
 
 
 def __getattr__(name: str) -> object:

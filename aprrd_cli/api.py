@@ -6,7 +6,9 @@ the code the commands run: the model is opened by ``opening.open_denoiser`` (as 
 opens it), arrays and files go through ``denoise.denoise_array`` and ``denoise.denoise_file``,
 scores through ``evaluation.protocols.score_image`` (as ``aprrd evaluate`` scores). A call never
 changes process-wide state: the thread count and the current device stay the caller's, and the
-true-fp32 maths (no TF32 on NVIDIA GPUs) is set for the call only. See docs/api.md.
+true-fp32 maths (no TF32 on NVIDIA GPUs) is set for the call only. Warnings (values clipped, a
+teacher far from its training size) are printed and also raised as ``AprrdWarning`` through
+Python's ``warnings``, to be filtered or made errors. See docs/api.md.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import TypeVar, overload
 import numpy as np
 import torch
 
+from aprrd_cli.console import AprrdWarning, python_warnings
 from aprrd_cli.data.images import JPEG_QUALITY, from_float, to_float
 from aprrd_cli.denoise import Job, denoise_array, denoise_file, plan_jobs, read_checked
 from aprrd_cli.device import fp32_math
@@ -28,7 +31,7 @@ from aprrd_cli.inference import DEFAULT_OVERLAP, self_ensemble
 from aprrd_cli.opening import Opened, open_denoiser
 from aprrd_cli.utils.atomic import check_output_dir
 
-__all__ = ["AprrdError", "Model", "load", "psnr", "ssim"]
+__all__ = ["AprrdError", "AprrdWarning", "Model", "load", "psnr", "ssim"]
 
 ARRAY_DTYPES = ("uint8", "uint16", "float16", "float32", "float64")
 API_FLAGS = ("precision=", "patch_windows=True", "tile=")
@@ -110,7 +113,7 @@ class Model:
         ``ensemble``: the x8 self-ensemble (eight times the work; default: the model's setting).
         """
         run = self._runner(ensemble)
-        with fp32_math("fp32"):
+        with fp32_math("fp32"), python_warnings():
             if isinstance(image, torch.Tensor):
                 return self._denoise_tensor(image, run)
             if isinstance(image, np.ndarray):
@@ -167,7 +170,7 @@ class Model:
         check_output_dir(job.dst.parent)
         image = read_checked(job, bit_depth)
         quality = JPEG_QUALITY if quality is None else quality
-        with fp32_math("fp32"):
+        with fp32_math("fp32"), python_warnings():
             denoise_file(self._runner(ensemble), job, bit_depth, image=image, quality=quality)
         return job.dst
 
@@ -194,7 +197,8 @@ def load(
     margin of each tile. ``patch_windows``: run in windows of the training patch size (teachers).
     ``ensemble``: the x8 self-ensemble by default in ``denoise``.
     """
-    return Model(open_denoiser(model, device, precision, tile, overlap, patch_windows, API_FLAGS), ensemble)
+    with python_warnings():
+        return Model(open_denoiser(model, device, precision, tile, overlap, patch_windows, API_FLAGS), ensemble)
 
 
 def _as_uint8(image: np.ndarray, name: str) -> np.ndarray:

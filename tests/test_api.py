@@ -83,6 +83,9 @@ def test_options_and_inputs_are_checked(tiny_student) -> None:
         model.denoise(rgb(20, 20).astype(np.float32))
     with pytest.raises(aprrd.AprrdError, match="expected a float B x 3 x H x W tensor"):
         model.denoise(torch.zeros(3, 20, 20))
+    # warnings go through Python's warnings too, so a caller can filter them or make them errors
+    with pytest.warns(aprrd.AprrdWarning, match=r"image: 2 values outside \[0, 1\] were clipped"):
+        model.denoise(np.array([[-0.1, 0.5], [0.5, 1.2]], dtype=np.float32))
 
 
 def test_a_call_leaves_the_process_as_it_was(tiny_student) -> None:
