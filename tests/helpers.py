@@ -166,3 +166,18 @@ class Mirror:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def random_store(root: Path, seed: int, val_side: tuple[int, int] = (32, 32)) -> Path:
+    """Two random 64 x 72 photos made into a store by aprrd prepare-data (ROOT/prep), with one
+    random validation pair of ``val_side`` (h, w) in ROOT/prep/val; returns ROOT/prep."""
+    from aprrd_cli.cli import main
+    from aprrd_cli.data.images import write_image
+
+    rng = np.random.default_rng(seed)
+    for i in range(2):
+        write_image(root / "photos" / f"p{i}.png", rng.integers(0, 256, (64, 72, 3), dtype=np.uint8))
+    assert main(["prepare-data", str(root / "photos"), "--out", str(root / "prep")]) == 0
+    for sub in ("noisy", "gt"):
+        write_image(root / "prep" / "val" / sub / "v.png", rng.integers(0, 256, (*val_side, 3), dtype=np.uint8))
+    return root / "prep"

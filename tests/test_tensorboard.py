@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aprrd_cli.data.images import write_image
-from tests.helpers import flat, one_line
+from tests.helpers import flat, one_line, random_store
 
 pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed (pip install 'aprrd[tensorboard]')")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
@@ -24,17 +23,8 @@ TINY += ("--threads", "1", "--precision", "fp32", "--log-every", "1", "--val-eve
 
 @pytest.fixture(scope="module")
 def prep(tmp_path_factory) -> Path:
-    """Two small photos prepared with aprrd prepare-data, and a validation pair (48 x 40)."""
-    from aprrd_cli.cli import main
-
-    root = tmp_path_factory.mktemp("tb")
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        write_image(root / "photos" / f"p{i}.png", rng.integers(0, 256, (64, 72, 3), dtype=np.uint8))
-    assert main(["prepare-data", str(root / "photos"), "--out", str(root / "prep")]) == 0
-    for sub in ("noisy", "gt"):
-        write_image(root / "val" / sub / "v.png", rng.integers(0, 256, (48, 40, 3), dtype=np.uint8))
-    return root
+    """A tiny store with a 48 x 40 validation pair in prep/val."""
+    return random_store(tmp_path_factory.mktemp("tb"), seed=0, val_side=(48, 40))
 
 
 def events(run: Path) -> EventAccumulator:
@@ -50,11 +40,9 @@ def log(run: Path) -> list[dict]:
 def test_train_apr_and_distill_write_events_that_read_back(cli, prep, tmp_path) -> None:
     apr, rd = tmp_path / "apr", tmp_path / "rd"
     val = ("--val", prep / "val", "--tensorboard")
-    code, _, err = cli("train-apr", "--data", prep / "prep", "--run-dir", apr, *TINY, *val)
+    code, _, err = cli("train-apr", "--data", prep, "--run-dir", apr, *TINY, *val)
     assert code == 0, err
-    code, _, err = cli(
-        "distill", "--teacher", apr / "teacher.pth", "--data", prep / "prep", "--run-dir", rd, *TINY, *val
-    )
+    code, _, err = cli("distill", "--teacher", apr / "teacher.pth", "--data", prep, "--run-dir", rd, *TINY, *val)
     assert code == 0, err
     for run in (apr, rd):
         acc = events(run)
@@ -82,7 +70,7 @@ def test_train_apr_and_distill_write_events_that_read_back(cli, prep, tmp_path) 
 
 def test_without_tensorboard_there_are_no_events_and_the_log_is_the_same(cli, prep, tmp_path) -> None:
     with_tb, without = tmp_path / "a", tmp_path / "b"
-    args = ("--data", prep / "prep", *TINY, "--val", prep / "val")
+    args = ("--data", prep, *TINY, "--val", prep / "val")
     assert cli("train-apr", *args, "--run-dir", with_tb, "--tensorboard")[0] == 0
     assert cli("train-apr", *args, "--run-dir", without)[0] == 0
     assert not (without / "tensorboard").exists()
@@ -105,7 +93,7 @@ def test_missing_package_is_a_one_line_error_naming_the_extra(cli, prep, tmp_pat
         return real_import(name, *args, **kw)
 
     monkeypatch.setattr(builtins, "__import__", no_tensorboard)
-    code, _, err = cli("train-apr", "--data", prep / "prep", "--run-dir", tmp_path / "x", *TINY, "--tensorboard")
+    code, _, err = cli("train-apr", "--data", prep, "--run-dir", tmp_path / "x", *TINY, "--tensorboard")
     assert code == 2
     assert flat(one_line(err)) == "error: --tensorboard needs the tensorboard package: pip install 'aprrd[tensorboard]'"
     assert not (tmp_path / "x").exists()  # refused before the run folder is made
