@@ -78,6 +78,20 @@ def test_without_tensorboard_there_are_no_events_and_the_log_is_the_same(cli, pr
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in log(without)]
 
 
+def test_a_resumed_run_continues_its_curves_without_repeats(cli, prep, tmp_path) -> None:
+    run = tmp_path / "r"
+    args = ("train-apr", "--data", prep, "--run-dir", run, *TINY, "--val", prep / "val", "--tensorboard")
+    assert cli(*args, "--stop-at", "2")[0] == 0
+    code, _, err = cli("train-apr", "--run-dir", run, "--resume")  # --tensorboard taken from the run
+    assert code == 0, err
+    acc = events(run)
+    assert [e.step for e in acc.Scalars("train/loss")] == list(range(1, ITERS + 1))
+    assert [e.step for e in acc.Scalars("val/psnr")] == [2, 4]
+    assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in acc.Scalars("train/loss")] == [
+        (r["iteration"], r["loss"]) for r in log(run) if "loss" in r
+    ]
+
+
 def test_missing_package_is_a_one_line_error_naming_the_extra(cli, prep, tmp_path, monkeypatch) -> None:
     real = importlib.util.find_spec
 

@@ -277,7 +277,7 @@ def open_run(
               log_every, read_every, done=start, saved_at=start, elapsed_before=elapsed)  # fmt: skip
     run.remember_draws()
     if main and getattr(opts, "tensorboard", False):
-        run.board = Board(run_dir, start, stage.title)
+        run.board = Board(run_dir, start)
     return run
 
 

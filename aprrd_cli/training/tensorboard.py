@@ -31,15 +31,15 @@ def check_available() -> None:
 
 
 class Board:
-    """An event-file writer for one run; a resumed run drops the events after its checkpoint
-    (TensorBoard's ``purge_step``), so the curves do not hold the interrupted steps twice."""
+    """An event-file writer for one run. A run resumed from iteration ``start`` drops the events
+    written after it (TensorBoard's ``purge_step``), as log.jsonl is cut back, so the curves do not
+    hold the steps of an interrupted process twice."""
 
-    def __init__(self, run_dir: Path, start: int, title: str) -> None:
+    def __init__(self, run_dir: Path, start: int) -> None:
         check_available()
         from torch.utils.tensorboard import SummaryWriter
 
-        self.title = title
-        self.writer = SummaryWriter(str(Path(run_dir) / FOLDER), purge_step=start if start else None)
+        self.writer = SummaryWriter(str(Path(run_dir) / FOLDER), purge_step=start + 1 if start else None)
 
     def train(self, iteration: int, loss: float, lr: float) -> None:
         self.writer.add_scalar("train/loss", loss, iteration)
