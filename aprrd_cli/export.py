@@ -34,6 +34,7 @@ from aprrd_cli.utils.atomic import atomic_path, check_output_dir
 FORMATS = {"onnx": (".onnx",), "torchscript": (".pt", ".pts", ".ts")}
 DEFAULT_OPSET = 17  # onnxruntime 1.14 (2023) and later run it; every operator the networks use is in it
 MIN_OPSET = 11  # reflect Pad with dynamic pads
+MAX_OPSET = 20  # the highest that PyTorch's TorchScript-based exporter supports (torch 2.4 to 2.14)
 INPUT_NAME = "noisy"
 OUTPUT_NAME = "denoised"
 PIP_EXTRA = "'aprrd[export]'"
@@ -52,13 +53,17 @@ class Exported:
 
 def format_of(out: Path, fmt: str | None) -> str:
     """The format ``--format`` names, else the one OUT's suffix names; refuses a disagreement."""
-    if fmt is not None:
-        if fmt not in FORMATS:
-            raise AprrdError(f"--format must be onnx or torchscript, got {fmt!r}", exit_code=2)
-        return fmt
-    for name, suffixes in FORMATS.items():
-        if out.suffix.lower() in suffixes:
-            return name
+    if fmt is not None and fmt not in FORMATS:
+        raise AprrdError(f"--format must be onnx or torchscript, got {fmt!r}", exit_code=2)
+    by_suffix = next((name for name, suffixes in FORMATS.items() if out.suffix.lower() in suffixes), None)
+    if fmt is not None and by_suffix not in (None, fmt):
+        raise AprrdError(
+            f"--format {fmt} disagrees with OUTPUT {out} (a {by_suffix} suffix); name it "
+            f"{out.with_suffix(FORMATS[fmt][0]).name} or leave out --format",
+            exit_code=2,
+        )
+    if fmt is not None or by_suffix is not None:
+        return fmt or by_suffix
     raise AprrdError(
         f"{out}: cannot tell the format from the suffix {out.suffix!r}; name it .onnx (ONNX) or .pt "
         "(TorchScript), or give --format onnx|torchscript",
@@ -104,8 +109,12 @@ def export_model(model: str | None, out: Path, fmt: str | None = None, opset: in
     """
     kind = format_of(out, fmt)
     if kind == "onnx":
-        if opset < MIN_OPSET:
-            raise AprrdError(f"--opset must be {MIN_OPSET} or more (reflect padding of any size), got {opset}")
+        if not MIN_OPSET <= opset <= MAX_OPSET:
+            raise AprrdError(
+                f"--opset must be {MIN_OPSET} to {MAX_OPSET} (from reflect padding of any size to the newest this "
+                f"exporter writes), got {opset}; {DEFAULT_OPSET}, the default, runs in onnxruntime 1.14 and later",
+                exit_code=2,
+            )
         need_onnx()
     check_output_dir(out.parent)
     path, label = resolve_model(model)

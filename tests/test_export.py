@@ -111,6 +111,11 @@ def test_bad_requests_are_one_line_errors(cli, tmp_path, tiny_student, monkeypat
     assert code == 2 and "cannot tell the format from the suffix '.txt'" in one_line(err)
     code, _, err = cli("export", tiny_student, tmp_path / "m.onnx", "--format", "tflite")
     assert code == 2 and "--format must be onnx or torchscript" in one_line(err)
+    code, _, err = cli("export", tiny_student, tmp_path / "m.onnx", "--format", "torchscript")
+    assert code == 2 and "--format torchscript disagrees with OUTPUT" in one_line(err) and "name it m.pt" in err
+    for opset in ("10", "21"):
+        code, _, err = cli("export", tiny_student, tmp_path / "m.onnx", "--opset", opset)
+        assert code == 2 and "--opset must be 11 to 20 (from reflect padding" in one_line(err)
     code, _, err = cli("export", tmp_path / "nothing.pth", tmp_path / "m.onnx")
     assert code == 1 and "no model at" in one_line(err)
     real = importlib.util.find_spec

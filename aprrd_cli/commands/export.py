@@ -26,7 +26,7 @@ def export(
         help="The format (default: from OUTPUT's suffix).",
         show_default=False,
     ),
-    opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset version (11 or more)."),
+    opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset version, 11 to 20."),
 ) -> None:
     """Write a teacher or student (ours or the official) to ONNX or TorchScript.
 
