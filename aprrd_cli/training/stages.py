@@ -131,8 +131,9 @@ def _without_small_images(store: TrainStore, patch: int, data: Path, announce: b
     return TrainStore(store.prep_dir, keep)
 
 
-def make_validator(val: str, prep: Path, device: torch.device) -> Callable[[nn.Module], dict]:
-    """Validation PSNR/SSIM on a folder of pairs or on SIDD validation (one block per image)."""
+def make_validator(val: str, prep: Path, device: torch.device, picture: bool = False) -> Callable[[nn.Module], dict]:
+    """Validation PSNR/SSIM on a folder of pairs or on SIDD validation (one block per image);
+    ``picture``: also noisy | output of the first image, under the key ``picture`` (--tensorboard)."""
     from aprrd_cli.data.pairs import load_pairs
     from aprrd_cli.evaluation.pictures import side_by_side
     from aprrd_cli.evaluation.protocols import score_model
@@ -150,7 +151,7 @@ def make_validator(val: str, prep: Path, device: torch.device) -> Callable[[nn.M
         first: list[np.ndarray] = []
 
         def keep_first(name: str, noisy: np.ndarray, out: np.ndarray, gt: np.ndarray, p: float, s: float) -> None:
-            if not first:  # the picture of TensorBoard's --tensorboard: noisy | output of the first image
+            if picture and not first:
                 first.append(side_by_side([(noisy, "noisy"), (out, f"output {p:.2f} dB / {s:.4f}")]))
 
         with torch.no_grad():  # large images tiled, as aprrd evaluate does: whole 12 MP photos would not fit a GPU
@@ -213,7 +214,9 @@ def run_stage(
         with run_lock(opts.run_dir, f"aprrd {COMMANDS.get(cfg.stage, cfg.stage)}", main):
             preflight(cfg, opts)
             store, sampler = _open_data(opts, cfg, rank, world)
-            validate = make_validator(opts.val, Path(opts.data), device) if (opts.val and main) else None
+            validate = (
+                make_validator(opts.val, Path(opts.data), device, opts.tensorboard) if (opts.val and main) else None
+            )
             stage = build_stage(device, store)
             if main:
                 _announce(stage.title, cfg, stage.model, device, (precision, why), world, opts)
