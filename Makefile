@@ -48,7 +48,7 @@ gpu-photos:
 	chmod -R u+w .gpu-carry
 	du -sh .gpu-carry
 
-CODE := aprrd_cli tests benchmarks experiments
+CODE := aprrd_cli tests benchmarks experiments hubconf.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(CODE)

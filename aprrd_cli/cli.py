@@ -41,6 +41,7 @@ import aprrd_cli.commands.prepare  # noqa: E402, F401
 import aprrd_cli.commands.train  # noqa: E402, F401
 import aprrd_cli.commands.evaluate  # noqa: E402, F401
 import aprrd_cli.commands.denoise  # noqa: E402, F401
+import aprrd_cli.commands.export  # noqa: E402, F401
 # isort: on
 
 for _sig, _handler in _STARTUP_HANDLERS.items():  # imports done: the commands' own clean-up takes over

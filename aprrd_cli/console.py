@@ -8,9 +8,13 @@ garbled frame, so there :class:`LineProgress` writes one plain line per task eve
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
+import warnings
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from rich.console import Console
@@ -274,5 +278,29 @@ def print_table(table: Table) -> None:
     wide.print(table)  # (rich's print(width=) is capped at the console's own width)
 
 
+class AprrdWarning(UserWarning):
+    """A warning of aprrd's, raised through Python's ``warnings`` during library calls (the API),
+    so that a caller can filter it or turn it into an error."""
+
+
+_AS_PYTHON_WARNINGS: ContextVar[bool] = ContextVar("aprrd_python_warnings", default=False)
+
+
+@contextlib.contextmanager
+def python_warnings() -> Iterator[None]:
+    """Within the block, ``warn`` also raises an ``AprrdWarning`` (the library's calls)."""
+    token = _AS_PYTHON_WARNINGS.set(True)
+    try:
+        yield
+    finally:
+        _AS_PYTHON_WARNINGS.reset(token)
+
+
 def warn(message: str) -> None:
+    """One warning line on the console (``message`` is rich markup); inside ``python_warnings``
+    also a Python warning, in plain text."""
     console.print(f"[yellow]warning:[/yellow] {message}")
+    if _AS_PYTHON_WARNINGS.get():
+        from rich.text import Text
+
+        warnings.warn(Text.from_markup(message).plain, AprrdWarning, stacklevel=3)

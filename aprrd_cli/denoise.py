@@ -117,6 +117,16 @@ def target_dtype(info: ImageInfo, dst: Path, bit_depth: int | None) -> str:
     return info.dtype
 
 
+def read_checked(job: Job, bit_depth: int | None) -> tuple[np.ndarray, ImageInfo]:
+    """Read one input and refuse, before any model work, what cannot be written or denoised: a bit
+    depth the output format cannot hold, NaN, or a float image on another scale."""
+    image = read_image(job.src)
+    target_dtype(image[1], job.dst, bit_depth)
+    if image[1].dtype == "float32":
+        to_float(image[0], job.src)
+    return image
+
+
 def _convert_alpha(alpha: np.ndarray, dtype: str) -> np.ndarray:
     if alpha.dtype.name == dtype:
         return alpha  # untouched

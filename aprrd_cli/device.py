@@ -140,6 +140,29 @@ def set_fp32_math(precision: str) -> None:
         torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
 
 
+@contextlib.contextmanager
+def fp32_math(precision: str = "fp32") -> Iterator[None]:
+    """``set_fp32_math`` for a block only, the caller's settings restored after: what a library
+    call uses, so that it never changes the process's TF32 choice behind the caller's back."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        before = (conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
+
+        def restore() -> None:
+            conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = before
+    else:
+        before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+
+        def restore() -> None:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+    set_fp32_math(precision)
+    try:
+        yield
+    finally:
+        restore()
+
+
 def set_determinism(device: torch.device, deterministic: bool) -> None:
     """Deterministic kernels when asked (a resumed GPU run then repeats the uninterrupted one bit
     for bit, at some cost in speed); otherwise cuDNN picks the fastest kernels for the fixed

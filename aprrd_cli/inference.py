@@ -235,6 +235,19 @@ class Stopwatch:
         return self.seconds / self.megapixels if self.megapixels else float("nan")
 
 
+def self_ensemble(
+    denoiser: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, on_pass: Callable[[int, int], None] | None = None
+) -> torch.Tensor:
+    """The x8 self-ensemble: the mean of the outputs for the eight flips and rotations of ``x``,
+    each mapped back. ``on_pass(done, 8)`` after each."""
+    acc = torch.zeros_like(x, dtype=torch.float32)
+    for k in range(8):
+        acc += undo_dihedral(denoiser(dihedral(x, k)), k)
+        if on_pass:
+            on_pass(k + 1, 8)
+    return acc / 8
+
+
 @dataclass
 class Runner:
     """A Denoiser with the x8 self-ensemble option and timing."""
@@ -245,12 +258,7 @@ class Runner:
     warmed: bool = False
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.ensemble:
-            return self.denoiser(x)
-        acc = torch.zeros_like(x, dtype=torch.float32)
-        for k in range(8):
-            acc += undo_dihedral(self.denoiser(dihedral(x, k)), k)
-        return acc / 8
+        return self_ensemble(self.denoiser, x) if self.ensemble else self.denoiser(x)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Denoise ``B x 3 x H x W`` float [0, 1]; returns float32 on the CPU (not yet clipped)."""

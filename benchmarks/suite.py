@@ -12,6 +12,7 @@ from benchmarks.data import sampler
 from benchmarks.harness import Section
 from benchmarks.inference import end_to_end, student_inference, teacher_inference
 from benchmarks.memory import memory
+from benchmarks.onnx_runtime import onnx_runtime
 from benchmarks.precision import bf16
 from benchmarks.training import gpu, training_steps
 
@@ -19,6 +20,7 @@ BENCHMARKS: dict[str, Callable[[Context], Section]] = {
     "student": student_inference,
     "teacher": teacher_inference,
     "e2e": end_to_end,
+    "onnx": onnx_runtime,
     "train": training_steps,
     "sampler": sampler,
     "memory": memory,

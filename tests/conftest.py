@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.helpers import REAL, REFERENCE, need
+from tests.helpers import REAL, REFERENCE, Mirror, need
 
 # One thread: tests use tiny tensors, and on a busy 2-core machine two OpenMP threads
 # thrash (measured: tiny convolutions ~50x slower). CI time stays predictable.
@@ -72,6 +73,16 @@ def offline_weights(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("APRRD_CACHE", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("APRRD_WEIGHTS_URL", OFFLINE_URL)
     yield
+
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch) -> Iterator[Mirror]:
+    """A local server laid out as the release (``APRRD_WEIGHTS_URL`` points at it): tests put the
+    named models' files there."""
+    m = Mirror(tmp_path / "mirror")
+    monkeypatch.setenv("APRRD_WEIGHTS_URL", m.url)
+    yield m
+    m.close()
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,12 @@ the real formats, and reading the one-line messages. Fixtures live in ``conftest
 
 from __future__ import annotations
 
+import http.server
 import itertools
 import struct
+import threading
 import zlib
+from functools import partial
 from pathlib import Path
 
 import h5py
@@ -13,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 from scipy.ndimage import gaussian_filter
+
+from aprrd_cli.models import zoo
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -122,3 +127,57 @@ class TinySampler:
             if self.interrupt is not None and s == self.interrupt:
                 raise KeyboardInterrupt
             yield s, self.batch(s)
+
+
+class Mirror:
+    """A folder laid out as the release, served on 127.0.0.1; counts the requests."""
+
+    def __init__(self, root: Path, together: int = 0) -> None:
+        """``together``: hold each request until that many have arrived (so downloads overlap
+        however slowly the clients start); a sleep alone is not enough on a loaded machine."""
+        self.root = root
+        self.requests: list[str] = []
+        mirror = self
+        barrier = threading.Barrier(together) if together else None
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def do_GET(self) -> None:
+                mirror.requests.append(self.path)
+                if barrier is not None:
+                    try:
+                        barrier.wait(timeout=100)
+                    except threading.BrokenBarrierError:
+                        pass  # the other never came: serve anyway, the test's count will say so
+                super().do_GET()
+
+            def log_message(self, *args: object) -> None:  # keep the test output clean
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def put(self, model: zoo.NamedModel, data: bytes) -> None:
+        path = self.root / model.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def random_store(root: Path, seed: int, val_side: tuple[int, int] = (32, 32)) -> Path:
+    """Two random 64 x 72 photos made into a store by aprrd prepare-data (ROOT/prep), with one
+    random validation pair of ``val_side`` (h, w) in ROOT/prep/val; returns ROOT/prep."""
+    from aprrd_cli.cli import main
+    from aprrd_cli.data.images import write_image
+
+    rng = np.random.default_rng(seed)
+    for i in range(2):
+        write_image(root / "photos" / f"p{i}.png", rng.integers(0, 256, (64, 72, 3), dtype=np.uint8))
+    assert main(["prepare-data", str(root / "photos"), "--out", str(root / "prep")]) == 0
+    for sub in ("noisy", "gt"):
+        write_image(root / "prep" / "val" / sub / "v.png", rng.integers(0, 256, (*val_side, 3), dtype=np.uint8))
+    return root / "prep"

@@ -17,12 +17,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from aprrd_cli.data.images import write_image
 from aprrd_cli.models.checkpoint import load_model
+from tests.helpers import random_store
 
 ITERS, LR = 2, 1e-3
 ARGS = ("--iters", str(ITERS), "--batch-size", "4", "--patch-size", "32", "--width", "8", "--lr", str(LR))
@@ -37,16 +36,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def prep(tmp_path_factory) -> Path:
-    from aprrd_cli.cli import main
-
-    root = tmp_path_factory.mktemp("ddp")
-    rng = np.random.default_rng(1)
-    for i in range(2):
-        write_image(root / "photos" / f"p{i}.png", rng.integers(0, 256, (64, 72, 3), dtype=np.uint8))
-    assert main(["prepare-data", str(root / "photos"), "--out", str(root / "prep")]) == 0
-    for sub in ("noisy", "gt"):
-        write_image(root / "prep" / "val" / sub / "v.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
-    return root / "prep"
+    return random_store(tmp_path_factory.mktemp("ddp"), seed=1)
 
 
 @pytest.mark.slow

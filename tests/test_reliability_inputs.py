@@ -237,7 +237,7 @@ def test_full_disk_stops_a_folder_run_and_keeps_what_was_written(cli, tmp_path, 
 def test_one_line_for_library_warnings(cli, tmp_path, tiny_student, monkeypatch) -> None:
     import warnings
 
-    import aprrd_cli.commands.denoise as cmd
+    import aprrd_cli.denoise as cmd  # where the command's reading happens (read_checked, denoise_file)
 
     real = cmd.read_image
 

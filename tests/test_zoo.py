@@ -9,9 +9,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,54 +19,7 @@ import torch
 from aprrd_cli.data.images import read_image, write_image
 from aprrd_cli.errors import AprrdError
 from aprrd_cli.models import NBSN100, zoo
-from tests.helpers import REFERENCE, one_line
-
-
-class Mirror:
-    """A folder laid out as the release, served on 127.0.0.1; counts the requests."""
-
-    def __init__(self, root: Path, together: int = 0) -> None:
-        """``together``: hold each request until that many have arrived (so downloads overlap
-        however slowly the clients start); a sleep alone is not enough on a loaded machine."""
-        self.root = root
-        self.requests: list[str] = []
-        mirror = self
-        barrier = threading.Barrier(together) if together else None
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def do_GET(self) -> None:
-                mirror.requests.append(self.path)
-                if barrier is not None:
-                    try:
-                        barrier.wait(timeout=100)
-                    except threading.BrokenBarrierError:
-                        pass  # the other never came: serve anyway, the test's count will say so
-                super().do_GET()
-
-            def log_message(self, *args: object) -> None:  # keep the test output clean
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def put(self, model: zoo.NamedModel, data: bytes) -> None:
-        path = self.root / model.path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def mirror(tmp_path, monkeypatch) -> Iterator[Mirror]:
-    m = Mirror(tmp_path / "mirror")
-    monkeypatch.setenv("APRRD_WEIGHTS_URL", m.url)
-    yield m
-    m.close()
+from tests.helpers import REFERENCE, Mirror, one_line
 
 
 @pytest.fixture

@@ -8,21 +8,14 @@ from pathlib import Path
 import typer
 
 from aprrd_cli.app import app
-from aprrd_cli.commands.options import (
-    DEVICE,
-    PATCH_WINDOWS,
-    THREADS,
-    check_windows_options,
-    inference_precision,
-    resolve_inference_precision,
-)
+from aprrd_cli.commands.options import DEVICE, PATCH_WINDOWS, THREADS, inference_precision
 from aprrd_cli.console import console, progress, warn
-from aprrd_cli.data.images import JPEG_QUALITY, format_for, read_image, to_float
-from aprrd_cli.denoise import MODEL_HELP, denoise_file, plan_jobs, resolve_model, target_dtype
-from aprrd_cli.device import describe, resolve_device, set_fp32_math, set_threads, use_device
+from aprrd_cli.data.images import JPEG_QUALITY, format_for
+from aprrd_cli.denoise import MODEL_HELP, denoise_file, plan_jobs, read_checked
+from aprrd_cli.device import resolve_device, set_fp32_math, set_threads, use_device
 from aprrd_cli.errors import AprrdError, CheckpointError, OutputError
-from aprrd_cli.inference import DEFAULT_OVERLAP, Denoiser
-from aprrd_cli.models.checkpoint import load_model
+from aprrd_cli.inference import DEFAULT_OVERLAP
+from aprrd_cli.opening import check_windows_options, open_denoiser
 from aprrd_cli.utils.atomic import check_output_dir
 
 MIN_RATE_MP = 0.05  # below this many megapixels a seconds-per-megapixel figure measures only overheads
@@ -92,23 +85,14 @@ def denoise(
     # everything that can be refused is refused before the model loads: the output place, and a
     # single input file itself (a folder's bad files are reported and skipped one by one)
     check_output_dir(output if is_folder else jobs[0].dst.parent)
-    first = None
-    if not is_folder:
-        first = read_image(jobs[0].src)
-        target_dtype(first[1], jobs[0].dst, bit_depth)
-        if first[1].dtype == "float32":  # NaN, or a float image on another scale, refused before the model loads
-            to_float(first[0], jobs[0].src)
+    first = None if is_folder else read_checked(jobs[0], bit_depth)
     dev = resolve_device(device)
     use_device(dev)
     set_fp32_math("fp32")  # evaluation and photos in true fp32 on GPUs too (no TF32)
-    model_path, label = resolve_model(model)
     set_threads(threads)
-    loaded = load_model(model_path, map_location="cpu")
-    prec, why = resolve_inference_precision(precision, dev)
-    den = Denoiser.for_loaded(loaded, dev, tile=tile, overlap=overlap, in_patch_windows=patch_windows, precision=prec)
-    console.print(
-        f"model: {label}; {loaded.kind} {loaded.arch} ({loaded.source} format) on {describe(dev)}, {prec} ({why})"
-    )
+    opened = open_denoiser(model, dev, precision, tile, overlap, patch_windows)
+    den = opened.denoiser
+    console.print(opened.describe())
 
     failed: list[tuple[Path, str]] = []
     mp_total, t0 = 0.0, time.perf_counter()

@@ -11,14 +11,7 @@ import typer
 from rich.table import Table
 
 from aprrd_cli.app import app
-from aprrd_cli.commands.options import (
-    DEVICE,
-    PATCH_WINDOWS,
-    THREADS,
-    check_windows_options,
-    inference_precision,
-    resolve_inference_precision,
-)
+from aprrd_cli.commands.options import DEVICE, PATCH_WINDOWS, THREADS, inference_precision
 from aprrd_cli.console import console, plural, print_table, progress
 from aprrd_cli.data.pairs import load_pairs, load_photos
 from aprrd_cli.denoise import MODEL_HELP, resolve_model
@@ -30,7 +23,7 @@ from aprrd_cli.evaluation.protocols import evaluate_sidd_val, run_dnd, run_sidd_
 from aprrd_cli.evaluation.report import Measured, build_report
 from aprrd_cli.evaluation.submission import SIDD_FILE, SiddOptionalData
 from aprrd_cli.inference import DEFAULT_OVERLAP, Denoiser, Runner
-from aprrd_cli.models.checkpoint import load_model
+from aprrd_cli.opening import check_windows_options, open_denoiser
 from aprrd_cli.utils.atomic import atomic_write_text, check_output_dir
 
 SETS = ("sidd-val", "sidd-bench", "dnd")
@@ -166,22 +159,14 @@ def evaluate(
     dev = resolve_device(device)
     use_device(dev)
     set_fp32_math("fp32")  # evaluation and photos in true fp32 on GPUs too (no TF32)
-    model_path, label = resolve_model(model)
     set_threads(threads)
-    loaded = load_model(model_path, map_location="cpu")
-    prec, why = resolve_inference_precision(precision, dev)
-    den = Denoiser.for_loaded(
-        loaded, dev, tile=tile, overlap=DEFAULT_OVERLAP, in_patch_windows=patch_windows, precision=prec
-    )
+    opened = open_denoiser(model, dev, precision, tile, DEFAULT_OVERLAP, patch_windows)
+    den, model_path = opened.denoiser, opened.path
     runner = Runner(den, ensemble)
-    console.print(
-        f"model: {label}; {loaded.kind} {loaded.arch} ({loaded.source} format) on {describe(dev)}, {prec}"
-        + (f" ({why})" if precision == "auto" else "")
-        + (", x8 self-ensemble" if ensemble else "")
-    )
+    console.print(opened.describe(with_reason=precision == "auto") + (", x8 self-ensemble" if ensemble else ""))
     measured = Measured(
-        model, model_path, loaded, describe(dev), prec, why, ensemble, tile, DEFAULT_OVERLAP, patch_windows,
-        pairs=pairs, photos=photos, eval_set=eval_set, data=data,
+        model, model_path, opened.loaded, describe(dev), opened.precision, opened.why, ensemble, tile,
+        DEFAULT_OVERLAP, patch_windows, pairs=pairs, photos=photos, eval_set=eval_set, data=data,
     )  # fmt: skip
 
     if loaded_pairs is not None:
@@ -269,7 +254,7 @@ def _reference(spec: str, dev) -> Denoiser | None:
     except AprrdError as e:
         console.print(f"[yellow]warning:[/yellow] no comparison with {spec} ({e})")
         return None
-    return Denoiser.for_loaded(load_model(path, map_location="cpu"), dev)
+    return open_denoiser(path, dev, "fp32").denoiser
 
 
 def _show_check(report: dict, photos: Path, reference: str | None) -> None:

@@ -88,6 +88,13 @@ LOG_EVERY = typer.Option(
     min=1,
     help="Write a log.jsonl record (the mean loss) every N iterations (default: iters/50, at most 100).",
 )
+TENSORBOARD = typer.Option(
+    None,
+    "--tensorboard/--no-tensorboard",
+    help="Also write TensorBoard events into RUN/tensorboard: loss, learning rate, validation PSNR/SSIM and a "
+    "noisy | output picture at each validation (needs pip install 'aprrd[tensorboard]') (default: off).",
+    show_default=False,
+)
 WARMUP = typer.Option(
     None,
     "--warmup",
@@ -123,6 +130,7 @@ RUN_DEFAULTS = {
     "val_every": 0,
     "compile": False,
     "deterministic": False,
+    "tensorboard": False,
 }
 
 
@@ -172,6 +180,10 @@ def _run_options(args: dict) -> RunOptions:
             kw[key] = saved.get(key, RUN_DEFAULTS.get(key))
     kw["data"] = Path(kw["data"])
     kw["workers"] = _workers(kw["workers"], kw["device"])
+    if kw["tensorboard"]:  # refused before the run starts, not at its first log record
+        from aprrd_cli.training.tensorboard import check_available
+
+        check_available()
     return RunOptions(**kw)
 
 
@@ -201,6 +213,7 @@ def train_apr_cmd(
     deterministic: bool = DETERMINISTIC,
     threads: int = THREADS,
     log_every: int = LOG_EVERY,
+    tensorboard: bool = TENSORBOARD,
     warmup: int = WARMUP,
     init: str = INIT,
     width: int = WIDTH,
@@ -279,6 +292,7 @@ def distill_cmd(
     deterministic: bool = DETERMINISTIC,
     threads: int = THREADS,
     log_every: int = LOG_EVERY,
+    tensorboard: bool = TENSORBOARD,
     warmup: int = WARMUP,
     init: str = INIT,
     width: int = WIDTH,

@@ -53,6 +53,7 @@ class ConvBlock(nn.Module):
         self.blind = blind
         self.full_precision = False
         self.image_skip = False
+        self.reference_form = False  # see use_reference_form
         self.conv = nn.Conv2d(cin, cout, 3, padding=0 if blind else 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -62,11 +63,13 @@ class ConvBlock(nn.Module):
 
     def _plain(self, x: torch.Tensor) -> torch.Tensor:
         if self.blind:
-            return F.leaky_relu(blind_conv(x, self.conv.weight, self.conv.bias), LEAK)
-        return F.leaky_relu(self.conv(x), LEAK, inplace=True)
+            return F.leaky_relu(blind_conv(x, self.conv.weight, self.conv.bias, self.reference_form), LEAK)
+        return F.leaky_relu(self.conv(x), LEAK, inplace=not self.reference_form)
 
     def up_cat(self, z: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         """``self(cat(upsample(z), skip))`` without building the upsampled or concatenated tensors."""
+        if self.reference_form:
+            return self(torch.cat((upsample(z), skip), 1))
         return F.leaky_relu(up_cat_conv(self.conv, z, skip, self.blind, self.image_skip), LEAK, inplace=True)
 
 
@@ -99,13 +102,16 @@ def up_cat_conv(
     return skip_conv(skip).add_(y)
 
 
-def blind_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def blind_conv(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, reference_form: bool = False
+) -> torch.Tensor:
     """The blind 3x3 conv: output row i sees input rows i-2..i only.
 
     Padding 2 rows on top AND bottom and keeping the first H output rows is the reference's
     "zero row on top, conv, drop the last row" without a padded copy of the input.
+    ``reference_form``: always the padded input, whose graph does not depend on the input's size.
     """
-    if torch.is_grad_enabled():
+    if reference_form or torch.is_grad_enabled():
         # training: the row view's backward would scatter every gradient into a zeroed,
         # taller buffer and copy it again; a padded input is cheaper there
         return F.conv2d(F.pad(x, (1, 1, 2, 0)), weight, bias)
@@ -165,15 +171,18 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def pool(x: torch.Tensor, blind: bool) -> torch.Tensor:
+def pool(x: torch.Tensor, blind: bool, reference_form: bool = False) -> torch.Tensor:
     """2x2 max-pool; the blind one shifts down one row (zero row on top) first.
 
     The blind one pools with one padded row on top instead of a shifted copy; the padding
     is -inf there, and the reference's row is zero, so the first output row is then
-    clamped at 0 (max(0, a, b) = max(a, b, 0)).
+    clamped at 0 (max(0, a, b) = max(a, b, 0)). ``reference_form``: the shifted copy itself,
+    the reference's arithmetic with no size-dependent crop or in-place write.
     """
     if not blind:
         return F.max_pool2d(x, 2)
+    if reference_form:
+        return F.max_pool2d(shift_down(x, 1), 2)
     y = F.max_pool2d(x, 2, padding=(1, 0))[:, :, : x.shape[2] // 2]
     if torch.is_grad_enabled():
         return torch.cat((y[:, :, :1].clamp(min=0), y[:, :, 1:]), 2)
@@ -185,7 +194,7 @@ def shift_down(x: torch.Tensor, k: int) -> torch.Tensor:
     """Pad ``k`` zero rows on top and drop the last ``k`` rows."""
     if k == 0:
         return x
-    return F.pad(x, (0, 0, k, 0))[:, :, : x.shape[2], :]
+    return F.pad(x, (0, 0, k, 0))[:, :, :-k, :]  # a negative end: the same rows, and no size in a traced graph
 
 
 def upsample(x: torch.Tensor) -> torch.Tensor:
@@ -211,6 +220,20 @@ def unrot(z: torch.Tensor, r: int) -> torch.Tensor:
     if r == 2:
         return z.flip(2).flip(3)
     return z.transpose(2, 3).flip(3)
+
+
+def use_reference_form(model: nn.Module) -> None:
+    """Switch every layer of ``model`` to the reference form, for export (ONNX, TorchScript).
+
+    The fast paths choose their arithmetic from global torch state (``torch.is_grad_enabled``),
+    cache folded weights on the modules, write into slices in place and branch on the input's
+    shape: a traced graph would freeze whichever path the trace happened to take. The reference
+    form is one path for every state and size: upsample, concatenate, convolve; pad and shift
+    copies; the teacher's rotations in two batches. Same numbers to float rounding (tests/test_export.py).
+    """
+    for m in model.modules():
+        if hasattr(m, "reference_form"):
+            m.reference_form = True
 
 
 def init_weights(module: nn.Module) -> None:

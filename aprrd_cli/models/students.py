@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aprrd_cli.models.blocks import LEAK, channels_last, in_fp32, init_weights, up_cat_conv
+from aprrd_cli.models.blocks import LEAK, channels_last, in_fp32, init_weights, up_cat_conv, upsample
 from aprrd_cli.models.unet import UNet
 
 
@@ -36,6 +36,7 @@ class _Conv(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, 3, padding=1)
         self.full_precision = False  # under autocast: fp32 for the layer that reads the image (blocks.in_fp32)
+        self.reference_form = False  # blocks.use_reference_form
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.full_precision and torch.is_autocast_enabled(x.device.type):
@@ -43,10 +44,12 @@ class _Conv(nn.Module):
         return self._plain(x)
 
     def _plain(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(self.conv(x), LEAK, inplace=True)
+        return F.leaky_relu(self.conv(x), LEAK, inplace=not self.reference_form)
 
     def up_cat(self, z: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         """``self(cat(upsample(z), skip))``, folded (see ``blocks.up_cat_conv``)."""
+        if self.reference_form:
+            return self(torch.cat((upsample(z), skip), 1))
         return F.leaky_relu(up_cat_conv(self.conv, z, skip), LEAK, inplace=True)
 
 

@@ -28,6 +28,7 @@ class ATBSN(nn.Module):
         super().__init__()
         c = width
         self.width = width
+        self.reference_form = False  # blocks.use_reference_form
         self.unet = UNet(n_out=2 * c, blind=True, width=c)
         self.nin_A = nn.Conv2d(8 * c, 8 * c, 1)
         self.nin_B = nn.Conv2d(8 * c, 2 * c, 1)
@@ -42,8 +43,13 @@ class ATBSN(nn.Module):
         """UNet features of the four rotations, each in its rotated frame.
 
         Square inputs go through in one batch; otherwise the two rotations of each
-        orientation share a batch (same result as running each rotation alone).
+        orientation share a batch (same result as running each rotation alone). The reference
+        form takes the second way for every shape, and halves the batches without reading their size.
         """
+        if self.reference_form:
+            even = self.unet(torch.cat((x, rot(x, 2)), 0)).chunk(2, 0)
+            odd = self.unet(torch.cat((rot(x, 1), rot(x, 3)), 0)).chunk(2, 0)
+            return [even[0], odd[0], even[1], odd[1]]
         b = x.shape[0]
         if x.shape[2] == x.shape[3]:
             feats = self.unet(torch.cat([rot(x, r) for r in range(4)], 0))
@@ -53,7 +59,7 @@ class ATBSN(nn.Module):
         return [even[0], odd[0], even[1], odd[1]]
 
     def _head(self, feats: list[torch.Tensor], shift: int) -> torch.Tensor:
-        z = shifted_unrotated_cat(feats, shift)
+        z = shifted_unrotated_cat(feats, shift, self.reference_form)
         z = F.leaky_relu(self.nin_A(z), LEAK, inplace=True)
         z = F.leaky_relu(self.nin_B(z), LEAK, inplace=True)
         return in_fp32(self.nin_C, z)  # the image itself: fp32 under autocast
@@ -69,14 +75,15 @@ class ATBSN(nn.Module):
         return [self._head(feats, s) for s in shifts]
 
 
-def shifted_unrotated_cat(feats: Sequence[torch.Tensor], k: int) -> torch.Tensor:
+def shifted_unrotated_cat(feats: Sequence[torch.Tensor], k: int, reference_form: bool = False) -> torch.Tensor:
     """``cat([unrot(shift_down(f_r, k), r) for r], 1)`` written straight into one buffer.
 
     The shift drops the last ``k`` rows of the rotated frame; after un-rotating, those rows
     become a strip of zeros on one side of the result (top, left, bottom, right for r = 0..3).
     Only the kept rows are un-rotated and copied: no padded copies and no concatenation.
+    ``reference_form``: the concatenation, whatever the grad mode.
     """
-    if torch.is_grad_enabled():
+    if reference_form or torch.is_grad_enabled():
         # training: a copy into slices of one buffer makes autograd copy the whole gradient once per
         # slice; concatenation's backward is free views
         return torch.cat([unrot(shift_down(f, k), r) for r, f in enumerate(feats)], 1)

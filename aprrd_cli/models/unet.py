@@ -39,6 +39,7 @@ class UNet(nn.Module):
         super().__init__()
         c = width
         self.blind = blind
+        self.reference_form = False  # blocks.use_reference_form
         self.intro = ConvBlock(in_ch, c, blind)
         self.enc1 = Enc(c, c, blind)
         self.enc2 = Enc(c, c, blind)
@@ -57,14 +58,14 @@ class UNet(nn.Module):
         self.dec1.conv2.full_precision = n_out == 3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = self.blind
+        b, ref = self.blind, self.reference_form
         x = channels_last(x)
         x0 = self.intro(x)
-        x1 = pool(self.enc1(x0), b)
-        x2 = pool(self.enc2(x1), b)
-        x3 = pool(self.enc3(x2), b)
-        x4 = pool(self.enc4(x3), b)
-        x5 = pool(self.enc5(x4), b)
+        x1 = pool(self.enc1(x0), b, ref)
+        x2 = pool(self.enc2(x1), b, ref)
+        x3 = pool(self.enc3(x2), b, ref)
+        x4 = pool(self.enc4(x3), b, ref)
+        x5 = pool(self.enc5(x4), b, ref)
         z = self.enc6(x5)
         z = self.dec5(z, x4)
         z = self.dec4(z, x3)

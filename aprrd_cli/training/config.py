@@ -162,6 +162,7 @@ class RunOptions:
     channels_last: bool = True  # on CUDA only
     deterministic: bool = False  # deterministic kernels on GPUs: bit-exact resume, slower
     show_progress: bool = True
+    tensorboard: bool = False  # TensorBoard event files in RUN/tensorboard (the optional extra)
 
     def to_dict(self) -> dict:
         """JSON-ready, with the data and a --val folder as absolute paths: a ``--resume`` from another
@@ -177,5 +178,5 @@ class RunOptions:
 # (--run-dir, --resume, --stop-at) belong to the command at hand.
 INHERITED_OPTIONS = (
     "data", "device", "precision", "compile", "workers", "threads", "save_every", "save_minutes", "val", "val_every",
-    "log_every", "deterministic",
+    "log_every", "deterministic", "tensorboard",
 )  # fmt: skip

@@ -41,6 +41,7 @@ from aprrd_cli.training.state import (
     restore_rng,
     resume_state,
 )
+from aprrd_cli.training.tensorboard import Board
 from aprrd_cli.utils.interrupts import hold_signals
 
 
@@ -115,6 +116,7 @@ class Run:
     drawn_to_done: dict[str, torch.Tensor] = field(default_factory=dict)  # generator states after ``done``
     last_save: float = field(default_factory=time.monotonic)  # when this process last saved (or began)
     timed_save: bool = False  # --save-minutes is up: save after this iteration
+    board: Board | None = None  # TensorBoard events (--tensorboard), rank 0
 
     @property
     def model(self) -> nn.Module:
@@ -200,6 +202,9 @@ def train(
     except KeyboardInterrupt:
         save_interrupted(run)
         raise
+    finally:
+        if run.board is not None:
+            run.board.close()
     return finish(run)
 
 
@@ -273,6 +278,8 @@ def open_run(
     run = Run(stage, cfg, opts, device, precision, share, main, net, eager, opt, sched, scaler, log, start, stop,
               log_every, read_every, done=start, saved_at=start, elapsed_before=elapsed)  # fmt: skip
     run.remember_draws()
+    if main and getattr(opts, "tensorboard", False):
+        run.board = Board(run_dir, start)
     return run
 
 
@@ -394,6 +401,8 @@ def _read_losses(run: Run, lr: float) -> None:
         if run.main and (done % run.log_every == 0 or done == run.stop):
             record = {"iteration": done, "loss": sum(run.window) / len(run.window), "lr": lr}
             run.log.add({**record, "seconds": run.elapsed()})
+            if run.board is not None:
+                run.board.train(done, record["loss"], lr)
             run.window = []
 
 
@@ -406,8 +415,11 @@ def validate_now(run: Run, validate: Callable[[nn.Module], dict], report: Callab
     """Score the model, log it, and warn once when the score collapsed (docs/training.md)."""
     run.last_val = validate(run.model)
     run.model.train()
+    picture = run.last_val.pop("picture", None)  # for TensorBoard only
     psnr, ssim = run.last_val["psnr"], run.last_val["ssim"]
     run.log.add({"iteration": run.done, "val_psnr": psnr, "val_ssim": ssim})
+    if run.board is not None:
+        run.board.validation(run.done, psnr, ssim, picture)
     if report is not None:
         report(f"iteration {run.done}: validation PSNR {psnr:.2f} dB, SSIM {ssim:.4f}")
     if not run.collapse_warned and (collapsed := collapse_warning(run.log.records)):

@@ -150,9 +150,11 @@ def _without_small_images(
     return TrainStore(store.prep_dir, keep)
 
 
-def make_validator(val: str, prep: Path, device: torch.device) -> Callable[[nn.Module], dict]:
-    """Validation PSNR/SSIM on a folder of pairs or on SIDD validation (one block per image)."""
+def make_validator(val: str, prep: Path, device: torch.device, picture: bool = False) -> Callable[[nn.Module], dict]:
+    """Validation PSNR/SSIM on a folder of pairs or on SIDD validation (one block per image);
+    ``picture``: also noisy | output of the first image, under the key ``picture`` (--tensorboard)."""
     from aprrd_cli.data.pairs import load_pairs
+    from aprrd_cli.evaluation.pictures import side_by_side
     from aprrd_cli.evaluation.protocols import score_model
     from aprrd_cli.inference import Denoiser
 
@@ -165,8 +167,15 @@ def make_validator(val: str, prep: Path, device: torch.device) -> Callable[[nn.M
         pairs = load_pairs(Path(val), option="--val")
 
     def validate(model: nn.Module) -> dict:
+        first: list[np.ndarray] = []
+
+        def keep_first(name: str, noisy: np.ndarray, out: np.ndarray, gt: np.ndarray, p: float, s: float) -> None:
+            if picture and not first:
+                first.append(side_by_side([(noisy, "noisy"), (out, f"output {p:.2f} dB / {s:.4f}")]))
+
         with torch.no_grad():  # large images tiled, as aprrd evaluate does: whole 12 MP photos would not fit a GPU
-            return score_model(Denoiser(model, device), pairs)
+            scores = score_model(Denoiser(model, device), pairs, on_image=keep_first)
+        return {**scores, "picture": first[0] if first else None}
 
     return validate
 
@@ -226,7 +235,9 @@ def run_stage(
         with run_lock(opts.run_dir, f"aprrd {COMMANDS.get(cfg.stage, cfg.stage)}", main):
             preflight(cfg, opts)
             store, sampler = _open_data(opts, cfg, rank, world)
-            validate = make_validator(opts.val, Path(opts.data), device) if (opts.val and main) else None
+            validate = (
+                make_validator(opts.val, Path(opts.data), device, opts.tensorboard) if (opts.val and main) else None
+            )
             stage = build_stage(device, store)
             if main:
                 _announce(stage.title, cfg, stage.model, device, (precision, why), world, opts)
