@@ -72,7 +72,7 @@ def test_format_is_sniffed_not_taken_from_the_name(tmp_path: Path) -> None:
     ("content", "message"),
     [
         (b"", "is empty"),
-        (b"hello, I am text", "is not a PNG, TIFF or JPEG image"),
+        (b"hello, I am text", "is not a PNG, TIFF, JPEG, HEIC, WebP or AVIF image"),
         ("bomb", "more than the 250 MP limit"),
         ("truncated", "damaged or truncated"),
     ],
