@@ -7,7 +7,7 @@ import typer
 
 from aprrd_cli.device import precision_with_reason
 from aprrd_cli.errors import AprrdError
-from aprrd_cli.inference import DEFAULT_TILE, MIN_TILE
+from aprrd_cli.inference import DEFAULT_TILE, MEMORY_SHARE, MIN_TILE
 
 DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps (auto: first CUDA GPU, else CPU).")
 THREADS = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's choice).")
@@ -35,6 +35,12 @@ def resolve_inference_precision(precision: str, device: torch.device) -> tuple[s
     return precision_with_reason(precision, device)
 
 
+TILE_HELP = (
+    f"Tile core size in pixels, at least {MIN_TILE}; 0 = whole image. Default: the whole image when the network's "
+    f"memory fits {MEMORY_SHARE:.0%} of the memory at hand, else the tiles that fit it (docs/performance.md)."
+)
+
+
 def check_windows_options(patch_windows: bool, tile: int | None) -> None:
     """--patch-windows sizes the tiles itself, so a --tile beside it would be silently overridden;
     a tile far smaller than the networks' context repeats the context's work thousands of times."""
@@ -44,6 +50,6 @@ def check_windows_options(patch_windows: bool, tile: int | None) -> None:
         raise AprrdError(
             f"--tile {tile} is below the {MIN_TILE}-pixel minimum: every tile is run with its context margin "
             f"(--overlap) on each side, so tiles this small repeat most of the work thousands of times; "
-            f"use --tile {DEFAULT_TILE} (the default for large photos), or 0 for whole images",
+            f"use --tile {DEFAULT_TILE} (fits any machine), or 0 for whole images",
             exit_code=2,
         )
