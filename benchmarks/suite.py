@@ -13,6 +13,7 @@ from benchmarks.harness import Section
 from benchmarks.inference import end_to_end, student_inference, teacher_inference
 from benchmarks.memory import memory
 from benchmarks.precision import bf16
+from benchmarks.tiling import tiling
 from benchmarks.training import gpu, training_steps
 
 BENCHMARKS: dict[str, Callable[[Context], Section]] = {
@@ -25,6 +26,7 @@ BENCHMARKS: dict[str, Callable[[Context], Section]] = {
     "allocator": allocator,
     "bf16": bf16,
     "gpu": gpu,
+    "tiling": tiling,
 }
 
 

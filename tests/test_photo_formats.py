@@ -258,6 +258,29 @@ def test_format_option_writes_heic_webp_avif_for_a_folder(tmp_path, cli, tiny_st
         assert read_image(tmp_path / fmt / f"b.{fmt}")[1].dtype == want
 
 
+def test_prepare_data_and_evaluate_pairs_read_the_new_formats(tmp_path, cli, iphone_heic) -> None:
+    """prepare-data takes HEIC, WebP and AVIF photos upright; --pairs pairs a HEIC with its WebP namesake."""
+    from aprrd_cli.data.pairs import load_pairs
+    from aprrd_cli.data.store import open_train_store
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    shutil.copy(iphone_heic, root / "a.heic")
+    write_image(root / "b.webp", marked(40, 32), quality=100)
+    write_image(root / "c.avif", marked(40, 32))
+    code, _, err = cli("prepare-data", root, "--out", tmp_path / "prep")
+    assert code == 0, err
+    store = open_train_store(tmp_path / "prep")
+    assert store.names == ["a", "b", "c"]
+    assert store.images[0].shape == (64, 48, 3) and red_corner(np.asarray(store.images[0])) == "tr"
+    assert np.array_equal(store.images[1], marked(40, 32))
+    (tmp_path / "pairs" / "noisy").mkdir(parents=True)
+    shutil.copy(iphone_heic, tmp_path / "pairs" / "noisy" / "x.heic")
+    write_image(tmp_path / "pairs" / "gt" / "x.webp", read_image(iphone_heic)[0], quality=100)
+    ((name, noisy, gt),) = load_pairs(tmp_path / "pairs")
+    assert name == "x.heic" and np.array_equal(noisy, gt)
+
+
 def test_heic_damaged_is_one_line(tmp_path: Path, iphone_heic: Path) -> None:
     bad = tmp_path / "bad.heic"
     bad.write_bytes(iphone_heic.read_bytes()[:200])

@@ -1,0 +1,113 @@
+"""The big-photo benchmark: the default tiling against every --tile, on 1, 12 and 24 MP photos, and the
+working memory per megapixel that the default's rule (``inference.plan_tile``) is built on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import torch
+
+from aprrd_cli.device import precision_with_reason
+from aprrd_cli.inference import MEMORY_PER_MP, MEMORY_SHARE, Denoiser, padding_for, window_side
+from aprrd_cli.utils.memory import available_bytes
+from benchmarks.context import REPO, Context
+from benchmarks.harness import Row, Section
+
+# (label, height, width): a 1.36 MP phone crop, a 12 MP phone photo, a 24 MP camera photo
+SIZES = [("1 MP", 1024, 1360), ("12 MP", 3000, 4000), ("24 MP", 4000, 6000)]
+QUICK_SIZES = [("0.26 MP", 448, 576), ("1 MP", 1024, 1360)]
+TILES = ["whole", "512", "1024", "1536", "2048"]
+THREADS = 2
+# whole-image runs for the memory per megapixel: the slope between these two sizes
+MEMORY_SIDES = (512, 1024)
+
+
+def child(device: torch.device, precision: str, h: int, w: int, tile: str) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.tile_child", str(device), precision, str(h), str(w), tile, str(THREADS)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def predicted_bytes(den: Denoiser, h: int, w: int, tile: str) -> float:
+    """What the rule expects a setting to need, so settings far beyond the machine are not run."""
+    t, b, lft, r = padding_for(h, w, 0)
+    hp, wp = h + t + b, w + lft + r
+    if tile == "whole":
+        return hp * wp * den.memory_per_pixel()
+    side = window_side(int(tile), den.overlap)
+    return min(hp, side) * min(wp, side) * den.memory_per_pixel()
+
+
+def memory_per_mp(ctx: Context, device: torch.device, precision: str) -> float:
+    """Working memory per megapixel, whole image: the slope of the peak between two sizes."""
+    small, large = (64, 128) if ctx.tiny else MEMORY_SIDES
+    a, b = child(device, precision, small, small, "whole"), child(device, precision, large, large, "whole")
+    return ((b["peak"] - b["base"]) - (a["peak"] - a["base"])) / ((large**2 - small**2) / 1e6)
+
+
+def tiling(ctx: Context) -> Section:
+    """The default tiling against every --tile on big photos; the memory per megapixel behind the rule"""
+    sec = Section(
+        "Big photos",
+        "`aprrd denoise`'s default tiling (`inference.plan_tile`: the whole image when the network's working "
+        f"memory fits {MEMORY_SHARE:.0%} of the memory at hand, else the row and column tiles whose windows fit "
+        "with the fewest pixels computed, margins included) against the whole image and square `--tile` "
+        f"settings, the official student, each in a fresh process ({THREADS} threads), the second call timed. "
+        "*baseline* is the fastest fixed setting that ran, *ours* the default; the peak memory (resident "
+        "high-water mark on the CPU, largest CUDA allocation on a GPU) is in the notes. Settings the rule "
+        "expects to need more than 80% of the memory at hand are not run.",
+        target="the default within 10% of the fastest setting (ratio >= 0.91) at every size",
+    )
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    sizes = [("64x96", 64, 96)] if ctx.tiny else QUICK_SIZES if ctx.quick else SIZES
+    tiles = ["whole", "512"] if ctx.tiny else TILES
+    ok = True
+    model, what = ctx.student()
+    for device in devices:
+        precision, why = precision_with_reason("auto", device)
+        den = Denoiser(model, torch.device("cpu"), precision=precision)
+        for prec in sorted({"fp32", precision}):
+            per_mp = memory_per_mp(ctx, device, prec)
+            table = MEMORY_PER_MP[("student", prec)]
+            sec.notes.append(
+                f"{device.type} {prec}: working memory {per_mp / 1e9:.2f} GB per MP measured (whole image, "
+                f"{MEMORY_SIDES[0]}^2 to {MEMORY_SIDES[1]}^2); the rule uses {table / 1e9:.2f} GB"
+            )
+        at_hand = available_bytes() if device.type == "cpu" else torch.cuda.mem_get_info(device)[0]
+        for label, h, w in sizes:
+            ctx.log(f"  {device.type} {label} ({w}x{h}), {precision}")
+            runs = {}
+            for tile in tiles:
+                if predicted_bytes(den, h, w, tile) > 0.8 * at_hand:
+                    sec.notes.append(
+                        f"{device.type} {label} --tile {0 if tile == 'whole' else tile}: not run "
+                        f"(needs about {predicted_bytes(den, h, w, tile) / 1e9:.0f} GB)"
+                    )
+                    continue
+                runs[tile] = child(device, precision, h, w, "0" if tile == "whole" else tile)
+            auto = child(device, precision, h, w, "auto")
+            best_tile = min(runs, key=lambda k: runs[k]["seconds"])
+            best = runs[best_tile]
+            shown = "whole" if auto["core"] == [0, 0] else f"{auto['core'][0]}x{auto['core'][1]} cores"
+            row = Row(
+                f"{device.type}, {label} ({w}x{h}), {precision}: default ({shown}) vs "
+                f"{'--tile 0' if best_tile == 'whole' else '--tile ' + best_tile}",
+                best["seconds"],
+                auto["seconds"],
+                diff=f"peak {auto['peak'] / 1e9:.1f} GB vs {best['peak'] / 1e9:.1f} GB",
+            )
+            sec.rows.append(row)
+            ok &= bool(row.ratio and row.ratio >= 0.91)
+            every = ", ".join(
+                f"{'--tile 0' if k == 'whole' else '--tile ' + k} {v['seconds']:.2f} s / {v['peak'] / 1e9:.1f} GB"
+                for k, v in runs.items()
+            )
+            sec.notes.append(
+                f"{device.type} {label}: default {auto['seconds']:.2f} s / {auto['peak'] / 1e9:.1f} GB; {every} "
+                f"({at_hand / 1e9:.0f} GB at hand)"
+            )
+        sec.notes.append(f"{device.type}: {precision} ({why}); model: {what}")
+    sec.passed = ok
+    return sec
