@@ -16,12 +16,11 @@ from aprrd_cli.data.images import (
     ImageInfo,
     check_writable,
     format_for,
-    from_float,
     is_image_path,
     read_image,
-    to_float,
     write_image,
 )
+from aprrd_cli.data.tensors import from_float, to_float
 from aprrd_cli.errors import AprrdError, InputError
 from aprrd_cli.inference import Denoiser
 from aprrd_cli.models.zoo import NAMED, describe_named, fetch, is_named

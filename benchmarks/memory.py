@@ -37,7 +37,8 @@ def memory(ctx: Context) -> Section:
     if ctx.quick:
         sec.notes.append("12 MP denoise: skipped (--quick)")
     else:
-        from aprrd_cli.data.images import from_float, write_image
+        from aprrd_cli.data.images import write_image
+        from aprrd_cli.data.tensors import from_float
 
         big = ctx.tmp / "photo12mp.png"
         write_image(big, from_float(ctx.photo(3000, 4000)[0].numpy().transpose(1, 2, 0), "uint8"))

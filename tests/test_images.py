@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aprrd_cli.data.images import from_float, read_image, to_float, write_image
+from aprrd_cli.data.images import read_image, write_image
+from aprrd_cli.data.tensors import from_float, to_float
 from aprrd_cli.errors import InputError
 from tests.helpers import png_header
 

@@ -95,7 +95,8 @@ def test_tiles_are_exact_when_the_margin_covers_the_receptive_field() -> None:
 
 def test_tiled_equals_whole_on_a_real_photo(official_student_path, sidd7) -> None:
     """The official student on a real 512x512 SIDD crop: tiled within 1 grey level of whole."""
-    from aprrd_cli.data.images import read_image, to_float
+    from aprrd_cli.data.images import read_image
+    from aprrd_cli.data.tensors import to_float
 
     arr, _ = read_image(sidd7 / "noisy" / "NOISY_0.png")
     x = torch.from_numpy(to_float(arr)[0].transpose(2, 0, 1).copy())[None]
@@ -156,7 +157,8 @@ def test_plan_tile_computes_the_fewest_pixels_that_fit() -> None:
 
 def test_auto_tiled_output_matches_whole_within_one_grey_level(monkeypatch, official_student_path, sidd7) -> None:
     """With little memory at hand the default tiles a real photo, and agrees with the whole image."""
-    from aprrd_cli.data.images import read_image, to_float
+    from aprrd_cli.data.images import read_image
+    from aprrd_cli.data.tensors import to_float
 
     arr, _ = read_image(sidd7 / "noisy" / "NOISY_0.png")
     x = torch.from_numpy(to_float(arr[:288, :320])[0].transpose(2, 0, 1).copy())[None]

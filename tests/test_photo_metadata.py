@@ -17,7 +17,8 @@ from PIL import Image, ImageCms, ImageOps
 from PIL.TiffImagePlugin import IFDRational
 
 from aprrd_cli.data import exif as exifmod
-from aprrd_cli.data.images import read_image, to_float, write_image
+from aprrd_cli.data.images import read_image, write_image
+from aprrd_cli.data.tensors import to_float
 from aprrd_cli.errors import InputError
 
 MAKE, MODEL, DATETIME = "Canon", "EOS R5", "2024:05:06 07:08:09"

@@ -19,7 +19,8 @@ from aprrd_cli.commands.options import (
 )
 from aprrd_cli.console import console, progress, warn
 from aprrd_cli.data import formats
-from aprrd_cli.data.images import read_image, to_float
+from aprrd_cli.data.images import read_image
+from aprrd_cli.data.tensors import to_float
 from aprrd_cli.denoise import MODEL_HELP, denoise_file, plan_jobs, resolve_model, target_dtype
 from aprrd_cli.device import describe, resolve_device, set_fp32_math, set_threads, use_device
 from aprrd_cli.errors import AprrdError, CheckpointError, OutputError

@@ -9,7 +9,8 @@ import numpy as np
 
 from aprrd_cli.console import warn
 from aprrd_cli.data import formats
-from aprrd_cli.data.images import from_float, is_image_path, read_image, to_float
+from aprrd_cli.data.images import is_image_path, read_image
+from aprrd_cli.data.tensors import from_float, to_float
 from aprrd_cli.errors import InputError
 
 Pair = tuple[str, np.ndarray, np.ndarray]  # (name, noisy, clean), both uint8 H x W x 3
