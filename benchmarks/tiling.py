@@ -24,8 +24,9 @@ THREADS = 2
 MEMORY_SIDES = (512, 1024)
 
 
-def child(device: torch.device, precision: str, h: int, w: int, tile: str) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.tile_child", str(device), precision, str(h), str(w), tile, str(THREADS)]
+def child(device: torch.device, precision: str, h: int, w: int, tile: str, reps: int = 1) -> dict:
+    args = [str(device), precision, str(h), str(w), tile, str(THREADS), str(reps)]
+    cmd = [sys.executable, "-m", "benchmarks.tile_child", *args]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -54,7 +55,8 @@ def tiling(ctx: Context) -> Section:
         "`aprrd denoise`'s default tiling (`inference.plan_tile`: the whole image when the network's working "
         f"memory fits {MEMORY_SHARE:.0%} of the memory at hand, else the row and column tiles whose windows fit "
         "with the fewest pixels computed, margins included) against the whole image and square `--tile` "
-        f"settings, the official student, each in a fresh process ({THREADS} threads), the second call timed. "
+        f"settings, the official student, each in a fresh process ({THREADS} threads), the fastest of 2 calls "
+        "(3 with --quick) after a warm-up. "
         "*baseline* is the fastest fixed setting that ran, *ours* the default; the peak memory (resident "
         "high-water mark on the CPU, largest CUDA allocation on a GPU) is in the notes. Settings the rule "
         "expects to need more than 80% of the memory at hand are not run.",
@@ -63,6 +65,7 @@ def tiling(ctx: Context) -> Section:
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     sizes = [("64x96", 64, 96)] if ctx.tiny else QUICK_SIZES if ctx.quick else SIZES
     tiles = ["whole", "512"] if ctx.tiny else TILES
+    reps = ctx.reps(2, 3)
     ok = True
     model, what = ctx.student()
     for device in devices:
@@ -86,8 +89,8 @@ def tiling(ctx: Context) -> Section:
                         f"(needs about {predicted_bytes(den, h, w, tile) / 1e9:.0f} GB)"
                     )
                     continue
-                runs[tile] = child(device, precision, h, w, "0" if tile == "whole" else tile)
-            auto = child(device, precision, h, w, "auto")
+                runs[tile] = child(device, precision, h, w, "0" if tile == "whole" else tile, reps)
+            auto = child(device, precision, h, w, "auto", reps)
             best_tile = min(runs, key=lambda k: runs[k]["seconds"])
             best = runs[best_tile]
             shown = "whole" if auto["core"] == [0, 0] else f"{auto['core'][0]}x{auto['core'][1]} cores"

@@ -115,7 +115,7 @@ def test_default_tiling_follows_the_memory_at_hand(monkeypatch) -> None:
     d = Denoiser(NBSN100(width=8), torch.device("cpu"))
     per_pixel = MEMORY_PER_MP[("student", "fp32")] / 1e6
     monkeypatch.setenv("APRRD_MEMORY_GB", "64")
-    assert d.core_for(3000, 4000) == (0, 0)  # 12 MP x 1.15 GB/MP = 14 GB: fits half of 64 GB, whole
+    assert d.core_for(3000, 4000) == (0, 0)  # 12 MP x 1.4 GB/MP = 17 GB: fits half of 64 GB, whole
     monkeypatch.setenv("APRRD_MEMORY_GB", "8")
     ch, cw = d.core_for(3000, 4000)
     wh, ww = min(3008, window_side(ch, DEFAULT_OVERLAP)), min(4000, window_side(cw, DEFAULT_OVERLAP))
