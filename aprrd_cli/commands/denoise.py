@@ -34,7 +34,7 @@ MIN_RATE_MP = 0.05  # below this many megapixels a seconds-per-megapixel figure 
 @app.command()
 def denoise(
     input: Path = typer.Argument(
-        ..., metavar="INPUT", help=f"An image ({formats.names(last='or')}) or a folder of them.", show_default=False
+        ..., metavar="INPUT", help=f"An image ({formats.names()}) or a folder of them.", show_default=False
     ),
     output: Path = typer.Argument(
         ..., metavar="OUTPUT", help="Output image, or folder when INPUT is a folder.", show_default=False
