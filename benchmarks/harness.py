@@ -192,7 +192,7 @@ TECHNIQUES = [
     "where `--tile 1024` computes 18.7 and the old default (`--tile 512` over 1 MP) 26. The old default "
     "measured 12.3 s and 2.1 GB on a 12 MP photo against 9.6 s and 4.1 GB at `--tile 1024`, and 2.84 s tiled "
     "against 2.22 s whole on a 1.36 MP photo (bf16, this machine). `--tile` and `--overlap` override it; "
-    "`--tile 512` bounds the memory at about 1.5 GB on any photo.",
+    "`--tile 512` keeps the old bound (2.1 GB on a 12 MP photo).",
 ]
 
 
