@@ -4,9 +4,10 @@ HEIC goes through pillow-heif's own API rather than its Pillow plugin: that is w
 pixels as they are (Pillow has no 10-bit RGB mode) and reads them into 16 bits here
 (``v * 65535 / 1023``, rounded, so 1023 is full white); 16-bit outputs are written back at 10 bits.
 libheif applies the container's rotation (``irot``/``imir``) while decoding, so a HEIC's pixels
-arrive upright and its EXIF orientation must not be applied again: :func:`read_heif` says so
-the reader in ``images`` treats it so. WebP and AVIF are read by the common Pillow path (Pillow turns an
-AVIF's ``irot``/``imir`` into the EXIF orientation, applied like a JPEG's).
+arrive upright and its EXIF orientation must not be applied again (``images._read_heic`` says so).
+WebP and AVIF are read by the common Pillow path (Pillow turns an AVIF's ``irot``/``imir`` into the
+EXIF orientation, applied like a JPEG's). None of the three has grey+alpha, and WebP and Pillow's
+AVIF encoder no grey at all: such pixels are written as equal colours.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-HEIF_BITS = 10
+HEIF_BITS = 10  # what 16-bit outputs are stored at: HEVC Main 10, what phones and viewers decode
 
 
 @dataclass
@@ -29,7 +30,7 @@ class HeifRead:
     frames: int
     bit_depth: int
     icc: bytes | None
-    exif: bytes | None  # with libheif's 4-byte header removed: an "Exif\0\0" + TIFF block, or the bare TIFF
+    exif: bytes | None  # as pillow-heif gives it: "Exif\0\0" and the TIFF-structured block
     xmp: bytes | None
 
 
@@ -56,16 +57,25 @@ def read_heif(path: Path, check_size: Callable[[int, int], None]) -> HeifRead:
     )
 
 
-def write_heif(tmp: Path, arr: np.ndarray, quality: int, icc: bytes | None, exif: bytes | None, xmp: bytes | None):
-    """HEIC at 8 bits (uint8) or 10 bits (uint16), 4:4:4; grey+alpha becomes RGBA (HEIC has no LA)."""
+def _as_colour(arr: np.ndarray, keep_grey: bool) -> np.ndarray:
+    """Grey (+ alpha) as equal R, G, B (+ alpha), for formats without it; grey alone kept if ``keep_grey``."""
+    c = arr.shape[2]
+    if c > 2 or (c == 1 and keep_grey):
+        return arr
+    return np.concatenate([arr[:, :, :1]] * 3 + ([arr[:, :, 1:]] if c == 2 else []), axis=2)
+
+
+def write_heif(
+    tmp: Path, arr: np.ndarray, quality: int, icc: bytes | None, exif: bytes | None, xmp: bytes | None
+) -> None:
+    """HEIC at 8 bits (uint8) or 10 bits (uint16), 4:4:4 (grey: 4:0:0)."""
     import pillow_heif
 
+    arr = _as_colour(arr, keep_grey=True)
     c = arr.shape[2]
-    if c == 2:
-        arr = np.concatenate([arr[:, :, :1]] * 3 + [arr[:, :, 1:]], axis=2)
-        c = 4
     if arr.dtype == np.uint16:
-        arr = ((arr.astype(np.uint32) * 1023 + 32767) // 65535).astype(np.uint16)
+        top = (1 << HEIF_BITS) - 1
+        arr = ((arr.astype(np.uint32) * top + 32767) // 65535).astype(np.uint16)
         mode = {1: "L;10", 3: "RGB;10", 4: "RGBA;10"}[c]
     else:
         mode = {1: "L", 3: "RGB", 4: "RGBA"}[c]
@@ -78,7 +88,8 @@ def write_heif(tmp: Path, arr: np.ndarray, quality: int, icc: bytes | None, exif
         extra["xmp"] = xmp
     # quality 100 is libheif's near-lossless; -1 would be its lossless mode, not offered: the network's
     # output is not worth the size
-    heif.save(tmp, quality=quality, chroma="444" if c != 1 else "400", **extra)
+    chroma = {"chroma": "444"} if c != 1 else {}  # grey is coded as grey (4:0:0) by itself
+    heif.save(tmp, quality=quality, **chroma, **extra)
 
 
 def write_pillow(
@@ -93,10 +104,7 @@ def write_pillow(
     """WebP (quality 100: lossless) or AVIF (4:4:4), 8 bits, with the ICC, EXIF and XMP chunks."""
     from PIL import Image
 
-    c = arr.shape[2]
-    if c <= 2:  # WebP and Pillow's AVIF encoder hold RGB(A) only: grey is written as equal colours
-        arr = np.concatenate([arr[:, :, :1]] * 3 + ([arr[:, :, 1:]] if c == 2 else []), axis=2)
-    im = Image.fromarray(np.ascontiguousarray(arr), mode="RGBA" if arr.shape[2] == 4 else "RGB")
+    im = Image.fromarray(np.ascontiguousarray(_as_colour(arr, keep_grey=False)))  # RGB or RGBA
     extra: dict[str, object] = {"icc_profile": icc} if icc else {}
     if exif:
         extra["exif"] = exif
