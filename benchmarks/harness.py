@@ -182,7 +182,7 @@ TECHNIQUES = [
     "On a CPU without native bf16 oneDNN emulates it, slower than fp32: never chosen there.",
     "**The default tiling sized by the memory at hand** (`inference.plan_tile`; see Big photos). The rule: "
     "the network's working memory is W bytes per megapixel of its padded input, measured as the slope of the "
-    "peak resident memory between whole 512^2 and 1024^2 runs (official student: 1.4 GB/MP in fp32, 1.75 GB/MP "
+    "peak resident memory between whole 512^2 and 1024^2 runs (official student: 1.4 GB/MP in fp32, 1.85 GB/MP "
     "in bf16; the teacher 7.6 / 7.9 GB/MP); the image runs whole when W x its megapixels fits 50% of the memory "
     "at hand (MemAvailable, lowered to a cgroup's headroom, `APRRD_MEMORY_GB` to set it; on a GPU its free "
     "memory and this process's cached blocks), since a whole image computes no margin twice; otherwise, with "
