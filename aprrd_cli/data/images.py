@@ -504,8 +504,7 @@ def write_image(
     lost = [name for name, block in given.items() if block and name not in fmt.metadata]
     if lost:
         warn(f"{path}: {fmt.label} cannot hold the photo's {' and '.join(lost)} data; not carried")
-    if fmt.name in ("png", "heic", "webp", "avif"):
-        iptc = None
+    icc_profile, exif, xmp, iptc = (block if name in fmt.metadata else None for name, block in given.items())
     with atomic_path(path) as tmp:
         if fmt.name == "tiff":
             _write_tiff(path, tmp, arr, icc_profile, exif, xmp, iptc)
