@@ -169,6 +169,24 @@ def test_ten_bit_heic_reads_into_16_bits_and_writes_back_at_10(tmp_path: Path, c
 
 
 @pytest.mark.usefixtures("identity")
+def test_ten_bit_avif_reads_into_16_bits(tmp_path: Path, cli, tiny_student) -> None:
+    """Pillow decodes AVIF at 8 bits; a 10-bit AVIF (made by libavif through imagecodecs) keeps its depth."""
+    imagecodecs = pytest.importorskip("imagecodecs", reason="imagecodecs is a runtime dependency: pip install -e .")
+    ten = np.random.default_rng(4).integers(0, 1024, (16, 24, 3), dtype=np.uint16)
+    ten[0, 0] = 1023
+    (tmp_path / "ten.avif").write_bytes(imagecodecs.avif_encode(ten, level=100, bitspersample=10))
+    arr, info = read_image(tmp_path / "ten.avif")
+    assert info.format == "avif" and arr.dtype == np.uint16 and arr[0, 0].max() == 65535
+    assert np.array_equal(arr, np.rint(ten.astype(float) * 65535 / 1023).astype(np.uint16))
+    code, _, err = cli("denoise", "--model", tiny_student, tmp_path / "ten.avif", tmp_path / "o.png")
+    assert code == 0, err
+    assert read_image(tmp_path / "o.png")[1].dtype == "uint16"
+    code, _, err = cli("denoise", "--model", tiny_student, tmp_path / "ten.avif", tmp_path / "o.avif")
+    assert code == 0, err  # AVIF outputs are 8-bit here, as into JPEG
+    assert read_image(tmp_path / "o.avif")[1].dtype == "uint8"
+
+
+@pytest.mark.usefixtures("identity")
 @pytest.mark.parametrize("suffix", OUTPUTS)
 def test_iphone_heic_denoised_to_every_format(tmp_path, cli, tiny_student, iphone_heic, suffix) -> None:
     out = tmp_path / f"o{suffix}"

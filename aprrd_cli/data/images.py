@@ -270,7 +270,7 @@ def _read_pillow(path: Path, max_pixels: int) -> tuple[np.ndarray, _Meta]:
             ) from e
         with im:
             _check_dims(path, im.width, im.height, max_pixels)
-            im.load()  # decodes fully; raises on truncated data
+            im.load()  # decodes fully; raises on truncated data (a deep AVIF is decoded again, at its depth)
             if im.format == "PNG":
                 meta = _png_meta(path, im)
             else:  # JPEG (MPO's extra pictures are previews, not frames), WebP, AVIF, or a TIFF handed over
@@ -282,7 +282,7 @@ def _read_pillow(path: Path, max_pixels: int) -> tuple[np.ndarray, _Meta]:
                     frames=int(getattr(im, "n_frames", 1)) if im.format in ("WEBP", "AVIF") else 1,
                 )
                 if im.format == "AVIF":
-                    _warn_avif_depth(path)
+                    return _avif_pixels(path, im), meta
             return _pillow_pixels(path, im), meta
 
 
@@ -295,16 +295,13 @@ def _read_heic(path: Path, max_pixels: int) -> tuple[np.ndarray, _Meta]:
     return got.pixels, meta
 
 
-def _warn_avif_depth(path: Path) -> None:
-    """Pillow decodes AVIF at 8 bits: a 10/12-bit file loses its low bits, which is said once."""
+def _avif_pixels(path: Path, im) -> np.ndarray:
+    """An AVIF's pixels: Pillow's 8 bits, or 16 bits from libavif for a 10/12-bit file."""
+    from aprrd_cli.data.pillow_codecs import avif_depth, read_deep_avif
+
     with open(path, "rb") as f:
-        head = f.read(1 << 16)
-    at = head.find(b"pixi")
-    if at >= 4 and at + 9 < len(head) and head[at + 8] >= 1 and head[at + 9] > 8:
-        warn(
-            f"{path}: a {head[at + 9]}-bit AVIF, read at 8 bits (Pillow's AVIF decoder); "
-            "convert it to 16-bit PNG/TIFF or HEIC first to keep its depth"
-        )
+        depth = avif_depth(f.read(1 << 16))
+    return read_deep_avif(path, depth) if depth > 8 else _pillow_pixels(path, im)
 
 
 def _pillow_pixels(path: Path, im) -> np.ndarray:

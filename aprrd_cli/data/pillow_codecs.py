@@ -6,7 +6,10 @@ pixels as they are (Pillow has no 10-bit RGB mode) and reads them into 16 bits h
 libheif applies the container's rotation (``irot``/``imir``) while decoding, so a HEIC's pixels
 arrive upright and its EXIF orientation must not be applied again (``images._read_heic`` says so).
 WebP and AVIF are read by the common Pillow path (Pillow turns an AVIF's ``irot``/``imir`` into the
-EXIF orientation, applied like a JPEG's). None of the three has grey+alpha, and WebP and Pillow's
+EXIF orientation, applied like a JPEG's); Pillow decodes AVIF at 8 bits only, so the pixels of a
+10/12-bit AVIF come from imagecodecs' libavif instead, into 16 bits as HEIC's, its metadata and
+orientation still from Pillow. AVIF outputs are 8-bit: no library here writes a deeper AVIF with its
+metadata. None of the three has grey+alpha, and WebP and Pillow's
 AVIF encoder no grey at all: such pixels are written as equal colours.
 """
 
@@ -34,6 +37,27 @@ class HeifRead:
     xmp: bytes | None
 
 
+def to_16_bits(arr: np.ndarray, depth: int) -> np.ndarray:
+    """``depth``-bit samples (10, 12) scaled to 16 bits, rounded, so full scale stays full scale."""
+    top = (1 << depth) - 1
+    return ((arr.astype(np.uint32) * 65535 + top // 2) // top).astype(np.uint16)
+
+
+def avif_depth(head: bytes) -> int:
+    """The bits per sample an AVIF declares in its ``pixi`` box (8 when it declares none)."""
+    at = head.find(b"pixi")  # box size (4), "pixi", version and flags (4), channel count (1), bits per channel
+    if at < 4 or at + 9 >= len(head) or head[at + 8] < 1:
+        return 8
+    return head[at + 9]
+
+
+def read_deep_avif(path: Path, depth: int) -> np.ndarray:
+    """The samples of a 10/12-bit AVIF in 16 bits (libavif through imagecodecs), as stored (not turned)."""
+    import imagecodecs
+
+    return to_16_bits(imagecodecs.avif_decode(path.read_bytes()), depth)
+
+
 def read_heif(path: Path, check_size: Callable[[int, int], None]) -> HeifRead:
     """Decode the primary picture, upright; ``check_size(width, height)`` runs before any pixel is decoded."""
     import pillow_heif
@@ -44,8 +68,7 @@ def read_heif(path: Path, check_size: Callable[[int, int], None]) -> HeifRead:
     arr = np.asarray(img)
     depth = int(img.info.get("bit_depth", 8))
     if arr.dtype == np.uint16 and depth < 16:
-        top = (1 << depth) - 1
-        arr = ((arr.astype(np.uint32) * 65535 + top // 2) // top).astype(np.uint16)
+        arr = to_16_bits(arr, depth)
     exif = img.info.get("exif") or None
     return HeifRead(
         pixels=arr,
