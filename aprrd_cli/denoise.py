@@ -11,25 +11,24 @@ import numpy as np
 import torch
 
 from aprrd_cli.console import warn
+from aprrd_cli.data import formats
 from aprrd_cli.data.images import (
-    JPEG_QUALITY,
     ImageInfo,
     check_writable,
     format_for,
-    from_float,
     is_image_path,
     read_image,
-    to_float,
     write_image,
 )
+from aprrd_cli.data.tensors import from_float, to_float
 from aprrd_cli.errors import AprrdError, InputError
 from aprrd_cli.inference import Denoiser
 from aprrd_cli.models.zoo import NAMED, describe_named, fetch, is_named
 
 DEFAULT_MODEL = Path("runs/rd/student.pth")
-BIT_DEPTHS = {8: "uint8", 16: "uint16"}
+BIT_DEPTHS = {bits: dtype for dtype, bits in formats.BIT_DEPTHS.items()}
 # --format: the output suffix it gives (folder runs; a single OUTPUT's own suffix decides)
-FORMAT_SUFFIXES = {"png": ".png", "jpg": ".jpg", "tif": ".tif"}
+FORMAT_SUFFIXES = {choice: fmt.suffix for choice, fmt in formats.BY_CHOICE.items()}
 
 
 @dataclass
@@ -43,14 +42,14 @@ def _format_suffix(fmt: str | None) -> str | None:
         return None
     suffix = FORMAT_SUFFIXES.get(fmt.lower())
     if suffix is None:
-        raise AprrdError(f"--format must be one of {', '.join(FORMAT_SUFFIXES)}, got {fmt!r}", exit_code=2)
+        raise AprrdError(f"--format must be one of {formats.choice_list(', ')}, got {fmt!r}", exit_code=2)
     return suffix
 
 
 def plan_jobs(inp: Path, out: Path, fmt: str | None = None) -> tuple[list[Job], bool]:
     """The (input, output) pairs for a file or a folder; True when INPUT is a folder.
 
-    ``fmt`` (png, jpg, tif): in a folder run every output gets that suffix (by default each keeps
+    ``fmt`` (png, jpg, tif, heic, webp, avif): in a folder run every output gets that suffix (by default each keeps
     its input's). A single file's OUTPUT names its format by its suffix; ``fmt`` must then agree
     (a usage error otherwise), or picks the suffix when OUTPUT is a folder (an OUTPUT without a
     suffix that does not exist yet, ``newdir/``, is a new folder, made before the model loads).
@@ -75,7 +74,7 @@ def plan_jobs(inp: Path, out: Path, fmt: str | None = None) -> tuple[list[Job], 
                     dst = out / p.relative_to(inp)
                     jobs.append(Job(p, dst if suffix is None else dst.with_suffix(suffix)))
         if not jobs:
-            raise InputError(f"{inp} holds no PNG, TIFF or JPEG images")
+            raise InputError(f"{inp} holds no {formats.names()} images")
         _refuse_shared_outputs(jobs)
         return jobs, True
     if out.is_dir() or (not out.exists() and not out.suffix):  # a folder, or a new one (``newdir/``): made
@@ -109,12 +108,10 @@ def target_dtype(info: ImageInfo, dst: Path, bit_depth: int | None) -> str:
         dtype = BIT_DEPTHS[bit_depth]
         check_writable(dst, dtype)
         return dtype
-    fmt = format_for(dst)
-    if fmt == "jpeg":
-        return "uint8"
-    if fmt == "png" and info.dtype == "float32":
-        return "uint16"
-    return info.dtype
+    fmt = formats.for_path(dst)
+    if fmt.holds(info.dtype):
+        return info.dtype
+    return "uint16" if fmt.holds("uint16") else fmt.dtypes[0]  # float: 16 bits where the format has them
 
 
 def read_checked(job: Job, bit_depth: int | None) -> tuple[np.ndarray, ImageInfo]:
@@ -164,12 +161,14 @@ def denoise_file(
     bit_depth: int | None = None,
     on_tile: Callable[[int, int], None] | None = None,
     image: tuple[np.ndarray, ImageInfo] | None = None,
-    quality: int = JPEG_QUALITY,
+    quality: int | None = None,
 ) -> float:
     """Denoise one file atomically; returns its megapixels. ``image``: the file already read.
 
-    The output carries the input's ICC profile and EXIF (orientation 1: the pixels are upright),
-    whatever the two formats; alpha going into a JPEG is left out with a warning.
+    The output carries the input's ICC profile, EXIF and XMP (orientation 1: the pixels are upright)
+    and IPTC, whatever the two formats, where the output format holds them (a warning names what it
+    cannot); alpha going into a JPEG is left out with a warning. ``quality``: lossy formats' (None:
+    the format's default).
     """
     arr, info = image if image is not None else read_image(job.src)
     dtype = target_dtype(info, job.dst, bit_depth)
@@ -180,7 +179,9 @@ def denoise_file(
             "output .png or .tif; in a folder run, give --format png or tif)"
         )
         out = out[:, :, :-1]
-    write_image(job.dst, out, icc_profile=info.icc_profile, exif=info.exif, quality=quality)
+    write_image(
+        job.dst, out, icc_profile=info.icc_profile, exif=info.exif, xmp=info.xmp, iptc=info.iptc, quality=quality
+    )
     return arr.shape[0] * arr.shape[1] / 1e6
 
 

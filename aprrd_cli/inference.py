@@ -26,11 +26,27 @@ from aprrd_cli.models.checkpoint import LoadedModel
 from aprrd_cli.models.constants import INFER_SHIFT, TEACHER_PAD
 from aprrd_cli.models.constants import SIZE_MULTIPLE as MULTIPLE
 from aprrd_cli.utils.dihedral import dihedral, undo_dihedral
+from aprrd_cli.utils.memory import available_bytes
 
-DEFAULT_TILE = 512
+DEFAULT_TILE = 512  # a tile that fits any machine (about 0.5 GB with the student): what messages suggest
 MIN_TILE = 64  # smallest --tile a user may ask for: below it the margins' work dominates
 DEFAULT_OVERLAP = 96
-AUTO_TILE_PIXELS = 1024 * 1024  # padded images above this are tiled by default
+# The default tiling (see plan_tile and docs/performance.md): the whole image when the network's working
+# memory fits this share of the memory at hand, else the tiles that compute the fewest pixels within it.
+MEMORY_SHARE = 0.5
+# Working memory per megapixel of the network's (padded) input, measured as peak resident memory on the
+# CPU (benchmarks/tiling.py: slope between 0.26 and 1.05 MP, official student; a random-weight teacher;
+# the largest of the runs, which vary by 20% with the allocator's reuse), rounded up. A GPU uses the same
+# figures until measured on one (benchmarks/tiling.py prints them there).
+MEMORY_PER_MP = {
+    ("student", "fp32"): 1.4e9,
+    ("student", "bf16"): 1.85e9,
+    ("student", "fp16"): 1.85e9,
+    ("teacher", "fp32"): 7.6e9,
+    ("teacher", "bf16"): 7.9e9,
+    ("teacher", "fp16"): 7.9e9,
+}
+IMAGE_BYTES_PER_PIXEL = 3 * 4 * 2  # the padded input and the output, float32, held whole while tiling
 
 
 def reflect_pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
@@ -96,6 +112,38 @@ def window_side(core: int, margin: int) -> int:
     return -(-(core + 2 * margin + MULTIPLE - 1) // MULTIPLE) * MULTIPLE
 
 
+def covered(length: int, core: int, margin: int) -> int:
+    """Pixels along one side that the windows of ``tile_spans`` cover, margins counted each time."""
+    return sum(w1 - w0 for w0, w1, _, _ in tile_spans(length, core, margin))
+
+
+def plan_tile(h: int, w: int, margin: int, per_pixel: float, budget: float, batch: int = 1) -> tuple[int, int]:
+    """The default tiling of ``batch`` padded ``h x w`` images: (0, 0) for whole, else (row core, column core).
+
+    Whole when the network's working memory (``per_pixel`` bytes a pixel) fits ``budget``: no
+    margin is computed twice, and it was measured fastest. Otherwise the tiles, among those whose
+    windows fit (with the whole padded input and output held beside them), that make the network
+    compute the fewest pixels in all, margins included: tiles as large as fit, and shaped to the
+    photo (full-width strips when a strip fits), since the last tile of a row may mostly repeat its
+    neighbour. ``MIN_TILE`` square tiles when not even those fit: the user then gives --tile.
+    """
+    per_pixel *= batch
+    if h * w * per_pixel <= budget:
+        return 0, 0
+    room = budget - batch * h * w * IMAGE_BYTES_PER_PIXEL
+    rows = {c: (min(h, window_side(c, margin)), covered(h, c, margin)) for c in range(MIN_TILE, h + MULTIPLE, MULTIPLE)}
+    cols = {c: (min(w, window_side(c, margin)), covered(w, c, margin)) for c in range(MIN_TILE, w + MULTIPLE, MULTIPLE)}
+    best, best_cost = (MIN_TILE, MIN_TILE), None
+    for ch, (wh, cover_h) in rows.items():
+        for cw, (ww, cover_w) in cols.items():
+            if wh * ww * per_pixel > room:
+                break  # windows only grow with the core
+            cost = (cover_h * cover_w, -ch * cw)  # fewest pixels computed; then the fewest, larger tiles
+            if best_cost is None or cost < best_cost:
+                best, best_cost = (ch, cw), cost
+    return best
+
+
 def tile_spans(length: int, core: int, margin: int) -> list[tuple[int, int, int, int]]:
     """Windows over ``[0, length)``: (window start, window end, core start, core end).
 
@@ -124,7 +172,7 @@ class Denoiser:
 
     model: nn.Module
     device: torch.device
-    tile: int | None = None  # None: automatic; 0: whole image; N: cores of N pixels
+    tile: int | None = None  # None: automatic (plan_tile); 0: whole image; N: cores of N pixels
     overlap: int = DEFAULT_OVERLAP
     shift: int = INFER_SHIFT  # teacher only
     trained_patch: int | None = None  # the training patch side, from the checkpoint
@@ -174,13 +222,28 @@ class Denoiser:
             y = self.model(x, self.shift) if self.is_teacher else self.model(x)
         return y.float()
 
-    def will_tile(self, h: int, w: int) -> bool:
+    def memory_per_pixel(self) -> float:
+        """Bytes of working memory per pixel of the network's input (MEMORY_PER_MP)."""
+        kind = "teacher" if self.is_teacher else "student"
+        return MEMORY_PER_MP.get((kind, self.precision), MEMORY_PER_MP[(kind, "fp32")]) / 1e6
+
+    def memory_at_hand(self) -> int:
+        """Bytes the network may use: free device memory (and this process's cached blocks) on a GPU."""
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return free + torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        return available_bytes()
+
+    def core_for(self, h: int, w: int, batch: int = 1) -> tuple[int, int]:
+        """Tile cores (rows, columns) for ``batch`` images of ``h x w``: (0, 0) = whole; --tile, else plan_tile's."""
+        if self.tile is not None:
+            return self.tile, self.tile
         t, b, lft, r = padding_for(h, w, TEACHER_PAD if self.is_teacher else 0)
-        if self.tile == 0:
-            return False
-        if self.tile is None:
-            return (h + t + b) * (w + lft + r) > AUTO_TILE_PIXELS
-        return True
+        budget = MEMORY_SHARE * self.memory_at_hand()
+        return plan_tile(h + t + b, w + lft + r, self.overlap, self.memory_per_pixel(), budget, batch)
+
+    def will_tile(self, h: int, w: int, batch: int = 1) -> bool:
+        return self.core_for(h, w, batch) != (0, 0)
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor, on_tile: Callable[[int, int], None] | None = None) -> torch.Tensor:
@@ -188,13 +251,14 @@ class Denoiser:
         h, w = x.shape[-2:]
         self._check_size(h, w)
         pads = padding_for(h, w, TEACHER_PAD if self.is_teacher else 0)
+        core = self.core_for(h, w, x.shape[0])
         xp = reflect_pad(x.float(), *pads)
-        if not self.will_tile(h, w):
+        if core == (0, 0):
             y = self._net(xp.to(self.device)).float().cpu()
             if on_tile:
                 on_tile(1, 1)
         else:
-            y = self._tiled(xp, on_tile)
+            y = self._tiled(xp, core, on_tile)
         t, _, lft, _ = pads
         y = y[:, :, t : t + h, lft : lft + w]
         if not torch.isfinite(y).all():  # inputs are finite in [0, 1]: only broken weights get here
@@ -204,10 +268,11 @@ class Denoiser:
             )
         return y
 
-    def _tiled(self, xp: torch.Tensor, on_tile: Callable[[int, int], None] | None) -> torch.Tensor:
-        core = self.tile or DEFAULT_TILE
+    def _tiled(
+        self, xp: torch.Tensor, core: tuple[int, int], on_tile: Callable[[int, int], None] | None
+    ) -> torch.Tensor:
         H, W = xp.shape[-2:]
-        rows, cols = tile_spans(H, core, self.overlap), tile_spans(W, core, self.overlap)
+        rows, cols = tile_spans(H, core[0], self.overlap), tile_spans(W, core[1], self.overlap)
         out = torch.empty((xp.shape[0], 3, H, W), dtype=torch.float32)
         total, done = len(rows) * len(cols), 0
         for r0, r1, cr0, cr1 in rows:

@@ -65,7 +65,7 @@ def check_windows_options(
         raise AprrdError(
             f"{t}{sep}{tile} is below the {MIN_TILE}-pixel minimum: every tile is run with its context margin "
             f"(overlap) on each side, so tiles this small repeat most of the work thousands of times; "
-            f"use {t}{sep}{DEFAULT_TILE} (the default for large photos), or 0 for whole images",
+            f"use {t}{sep}{DEFAULT_TILE} (fits any machine), or 0 for whole images",
             exit_code=2,
         )
 

@@ -76,7 +76,8 @@ class Context:
         photos = self.photos()
         if not photos:
             return torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
-        from aprrd_cli.data.images import read_image, to_float
+        from aprrd_cli.data.images import read_image
+        from aprrd_cli.data.tensors import to_float
 
         img = to_float(read_image(photos[0])[0])[0][:, :, :3]
         tile = np.concatenate([img, img[::-1]], 0)

@@ -180,6 +180,19 @@ TECHNIQUES = [
     "within 0.005 dB of fp32 on the real dev sets, where all-bf16 lost 0.06 dB on cc15. Kept: the "
     "default of `denoise` and of training on such CPUs; `evaluate` stays fp32, the field's arithmetic. "
     "On a CPU without native bf16 oneDNN emulates it, slower than fp32: never chosen there.",
+    "**The default tiling sized by the memory at hand** (`inference.plan_tile`; see Big photos). The rule: "
+    "the network's working memory is W bytes per megapixel of its padded input, measured as the slope of the "
+    "peak resident memory between whole 512^2 and 1024^2 runs (official student: 1.4 GB/MP in fp32, 1.85 GB/MP "
+    "in bf16; the teacher 7.6 / 7.9 GB/MP); the image runs whole when W x its megapixels fits 50% of the memory "
+    "at hand (MemAvailable, lowered to a cgroup's headroom, `APRRD_MEMORY_GB` to set it; on a GPU its free "
+    "memory and this process's cached blocks), since a whole image computes no margin twice; otherwise, with "
+    "the padded input and output (24 bytes a pixel) set aside, the row and column tile cores are chosen, among "
+    "those whose windows fit, to compute the fewest pixels in all, margins (--overlap, 96: within one grey "
+    "level of whole) included, so a 12 MP photo with 10 GB at hand runs as full-height strips computing 14.2 MP "
+    "where `--tile 1024` computes 18.7 and the old default (`--tile 512` over 1 MP) 26. The old default "
+    "measured 12.3 s and 2.1 GB on a 12 MP photo against 9.6 s and 4.1 GB at `--tile 1024`, and 2.84 s tiled "
+    "against 2.22 s whole on a 1.36 MP photo (bf16, this machine). `--tile` and `--overlap` override it; "
+    "`--tile 512` keeps the old bound (2.1 GB on a 12 MP photo).",
 ]
 
 

@@ -14,6 +14,7 @@ from benchmarks.inference import end_to_end, student_inference, teacher_inferenc
 from benchmarks.memory import memory
 from benchmarks.onnx_runtime import onnx_runtime
 from benchmarks.precision import bf16
+from benchmarks.tiling import tiling
 from benchmarks.training import gpu, training_steps
 
 BENCHMARKS: dict[str, Callable[[Context], Section]] = {
@@ -27,6 +28,7 @@ BENCHMARKS: dict[str, Callable[[Context], Section]] = {
     "allocator": allocator,
     "bf16": bf16,
     "gpu": gpu,
+    "tiling": tiling,
 }
 
 

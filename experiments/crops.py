@@ -21,9 +21,9 @@ def crop_at(img: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from aprrd_cli.data.images import from_float, write_image
+    from aprrd_cli.data.images import write_image
     from aprrd_cli.data.pairs import load_pairs
-    from aprrd_cli.data.tensors import to_tensor
+    from aprrd_cli.data.tensors import from_float, to_tensor
     from aprrd_cli.denoise import resolve_model
     from aprrd_cli.evaluation.metrics import psnr_ssim_uint8
     from aprrd_cli.evaluation.pictures import side_by_side

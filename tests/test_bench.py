@@ -165,3 +165,18 @@ def test_the_bench_command_starts_and_refuses_an_unknown_benchmark(capsys) -> No
     with pytest.raises(SystemExit) as e:
         main(["--only", "nope"])
     assert e.value.code == 2 and "unknown benchmark(s) nope" in capsys.readouterr().err
+
+
+def test_tiny_big_photo_benchmark_measures_each_tiling_once(tmp_path: Path) -> None:
+    """The big-photo benchmark runs in child processes; settings with the default's windows reuse its run."""
+    from benchmarks.tiling import tiling
+
+    ctx = Context(
+        quick=True, tiny=True, shared=tmp_path / "absent", peak_gflops=100.0, tmp=tmp_path, log=lambda m: None
+    )
+    sec = tiling(ctx)
+    (row,) = sec.rows
+    assert row.label.startswith("cpu, 64x96 (96x64)") and "default (whole)" in row.label
+    assert row.ours > 0 and row.ratio == pytest.approx(1.0)  # a 64x96 photo: every setting is the whole image
+    assert any("the same tiles as the default, not run again" in n for n in sec.notes)
+    assert any("working memory" in n and "GB per MP measured" in n for n in sec.notes)

@@ -118,13 +118,13 @@ def test_output_inside_the_input_folder_is_not_read_back(cli, tmp_path, tiny_stu
     [
         ("missing", "no such file or folder"),
         ("empty", "is empty"),
-        ("text", "is not a PNG, TIFF or JPEG image"),
+        ("text", "is not a PNG, TIFF, JPEG, HEIC, WebP or AVIF image"),
         ("truncated", "damaged or truncated"),
         ("same", "is the input itself"),
         ("jpeg16", "JPEG holds only 8 bits"),
         ("badsuffix", "unknown output type"),
         ("nan", "NaN or infinite"),
-        ("emptydir", "holds no PNG, TIFF or JPEG images"),
+        ("emptydir", "holds no PNG, TIFF, JPEG, HEIC, WebP or AVIF images"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path, tiny_student, setup, expect) -> None:

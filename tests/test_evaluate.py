@@ -12,9 +12,9 @@ import scipy.io as sio
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from aprrd_cli.data.images import from_float, read_image, write_image
+from aprrd_cli.data.images import read_image, write_image
 from aprrd_cli.data.pairs import load_pairs
-from aprrd_cli.data.tensors import to_tensor
+from aprrd_cli.data.tensors import from_float, to_tensor
 from aprrd_cli.evaluation.protocols import evaluate_sidd_val, score_model
 from aprrd_cli.evaluation.submission import SiddOptionalData, write_dnd_image, write_sidd_submission
 from aprrd_cli.inference import Denoiser, Runner

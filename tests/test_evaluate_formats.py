@@ -11,8 +11,7 @@ import scipy.io as sio
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from aprrd_cli.data.images import from_float
-from aprrd_cli.data.tensors import to_tensor
+from aprrd_cli.data.tensors import from_float, to_tensor
 from aprrd_cli.inference import Denoiser
 from aprrd_cli.models import build
 from aprrd_cli.models.checkpoint import load_model, save_model

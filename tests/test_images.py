@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aprrd_cli.data.images import from_float, read_image, to_float, write_image
+from aprrd_cli.data.images import read_image, write_image
+from aprrd_cli.data.tensors import from_float, to_float
 from aprrd_cli.errors import InputError
 from tests.helpers import png_header
 
@@ -72,7 +73,7 @@ def test_format_is_sniffed_not_taken_from_the_name(tmp_path: Path) -> None:
     ("content", "message"),
     [
         (b"", "is empty"),
-        (b"hello, I am text", "is not a PNG, TIFF or JPEG image"),
+        (b"hello, I am text", "is not a PNG, TIFF, JPEG, HEIC, WebP or AVIF image"),
         ("bomb", "more than the 250 MP limit"),
         ("truncated", "damaged or truncated"),
     ],

@@ -10,7 +10,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aprrd_cli.inference import MULTIPLE, Denoiser, padding_for, patch_windows, reflect_pad, tile_spans, window_side
+from aprrd_cli.inference import (
+    DEFAULT_OVERLAP,
+    MIN_TILE,
+    MULTIPLE,
+    Denoiser,
+    padding_for,
+    patch_windows,
+    reflect_pad,
+    tile_spans,
+    window_side,
+)
 from aprrd_cli.models import ATBSN, NBSN100
 from aprrd_cli.models.checkpoint import load_model
 
@@ -85,7 +95,8 @@ def test_tiles_are_exact_when_the_margin_covers_the_receptive_field() -> None:
 
 def test_tiled_equals_whole_on_a_real_photo(official_student_path, sidd7) -> None:
     """The official student on a real 512x512 SIDD crop: tiled within 1 grey level of whole."""
-    from aprrd_cli.data.images import read_image, to_float
+    from aprrd_cli.data.images import read_image
+    from aprrd_cli.data.tensors import to_float
 
     arr, _ = read_image(sidd7 / "noisy" / "NOISY_0.png")
     x = torch.from_numpy(to_float(arr)[0].transpose(2, 0, 1).copy())[None]
@@ -97,11 +108,71 @@ def test_tiled_equals_whole_on_a_real_photo(official_student_path, sidd7) -> Non
     assert diff.max() <= 1 and diff.mean() < 0.01
 
 
-def test_auto_tiling_only_for_large_images() -> None:
+def test_default_tiling_follows_the_memory_at_hand(monkeypatch) -> None:
+    """Whole while the working memory fits half of what is at hand; tiles that fit it otherwise; --tile wins."""
+    from aprrd_cli.inference import MEMORY_PER_MP, MEMORY_SHARE
+
     d = Denoiser(NBSN100(width=8), torch.device("cpu"))
-    assert not d.will_tile(1000, 1000)
-    assert d.will_tile(1100, 1000)
-    assert not Denoiser(NBSN100(width=8), torch.device("cpu"), tile=0).will_tile(5000, 5000)
+    per_pixel = MEMORY_PER_MP[("student", "fp32")] / 1e6
+    monkeypatch.setenv("APRRD_MEMORY_GB", "64")
+    assert d.core_for(3000, 4000) == (0, 0)  # 12 MP x 1.4 GB/MP = 17 GB: fits half of 64 GB, whole
+    monkeypatch.setenv("APRRD_MEMORY_GB", "8")
+    ch, cw = d.core_for(3000, 4000)
+    wh, ww = min(3008, window_side(ch, DEFAULT_OVERLAP)), min(4000, window_side(cw, DEFAULT_OVERLAP))
+    assert wh * ww * per_pixel <= MEMORY_SHARE * 8 * 2**30  # windows within half of 8 GB...
+    assert wh * ww * per_pixel > MEMORY_SHARE * 8 * 2**30 / 2  # ...and not far below it
+    assert d.core_for(800, 1000) == (0, 0)  # a small photo stays whole
+    monkeypatch.setenv("APRRD_MEMORY_GB", "0.01")
+    assert d.core_for(3000, 4000) == (MIN_TILE, MIN_TILE)  # nothing fits: the smallest tile, not a refusal
+    assert d.core_for(3000, 4000, batch=2) == (MIN_TILE, MIN_TILE)
+    assert Denoiser(NBSN100(width=8), torch.device("cpu"), tile=0).core_for(5000, 5000) == (0, 0)
+    assert Denoiser(NBSN100(width=8), torch.device("cpu"), tile=256).core_for(100, 100) == (256, 256)
+    monkeypatch.setenv("APRRD_MEMORY_GB", "8")
+    teacher = Denoiser(NBSN100(width=8), torch.device("cpu"))
+    teacher.is_teacher = True  # the teacher needs about 7x the memory a pixel: smaller windows
+    th, tw = teacher.core_for(3000, 4000)
+    assert 0 < th * tw < ch * cw
+    assert d.core_for(1500, 2000, batch=4) != (0, 0) and d.core_for(1500, 2000) == (0, 0)  # a batch needs more
+
+
+def test_plan_tile_computes_the_fewest_pixels_that_fit() -> None:
+    """Among the tilings whose windows fit, the one with the least repeated margin work, not simply the largest."""
+    from aprrd_cli.inference import covered, plan_tile
+
+    h, w, margin, per_pixel, budget = 3008, 4000, 96, 1000.0, 2.5e9
+    ch, cw = plan_tile(h, w, margin, per_pixel, budget)
+    room = budget - h * w * 24
+
+    def fits(a: int, b: int) -> bool:
+        return min(h, window_side(a, margin)) * min(w, window_side(b, margin)) * per_pixel <= room
+
+    assert fits(ch, cw)
+    work = covered(h, ch, margin) * covered(w, cw, margin)
+    every = [(a, b) for a in range(64, h + 32, 32) for b in range(64, w + 32, 32) if fits(a, b)]
+    assert work == min(covered(h, a, margin) * covered(w, b, margin) for a, b in every)
+    squares = [c for c in range(64, w, 32) if fits(c, c)]
+    assert work < min(covered(h, c, margin) * covered(w, c, margin) for c in squares)  # beats any --tile N
+    assert plan_tile(64, 64, margin, per_pixel, 1e12) == (0, 0)
+
+
+def test_auto_tiled_output_matches_whole_within_one_grey_level(monkeypatch, official_student_path, sidd7) -> None:
+    """With little memory at hand the default tiles a real photo, and agrees with the whole image."""
+    from aprrd_cli.data.images import read_image
+    from aprrd_cli.data.tensors import to_float
+
+    arr, _ = read_image(sidd7 / "noisy" / "NOISY_0.png")
+    x = torch.from_numpy(to_float(arr[:288, :320])[0].transpose(2, 0, 1).copy())[None]
+    model = load_model(official_student_path).model
+    whole = Denoiser(model, torch.device("cpu"), tile=0)(x)
+    monkeypatch.setenv("APRRD_MEMORY_GB", "0.12")  # half of it: windows of about 0.05 MP
+    auto = Denoiser(model, torch.device("cpu"))
+    core = auto.core_for(*x.shape[-2:])
+    assert core != (0, 0) and len(tile_spans(288, core[0], 96)) * len(tile_spans(320, core[1], 96)) > 1
+    y = auto(x)
+    if core[0] == core[1]:
+        assert torch.equal(y, Denoiser(model, torch.device("cpu"), tile=core[0])(x))  # the same as asking for it
+    diff = ((whole.clamp(0, 1) * 255).round() - (y.clamp(0, 1) * 255).round()).abs()
+    assert diff.max() <= 1 and diff.mean() < 0.01
 
 
 def test_a_teacher_warns_once_on_images_far_larger_than_its_training_patches(tmp_path, cli) -> None:

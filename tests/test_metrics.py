@@ -7,7 +7,8 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from aprrd_cli.data.images import from_float, read_image
+from aprrd_cli.data.images import read_image
+from aprrd_cli.data.tensors import from_float
 from aprrd_cli.evaluation.metrics import gaussian_taps, psnr, psnr_ssim_uint8, quantize, ssim
 from tests.helpers import REAL, need
 

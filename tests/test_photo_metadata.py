@@ -17,7 +17,8 @@ from PIL import Image, ImageCms, ImageOps
 from PIL.TiffImagePlugin import IFDRational
 
 from aprrd_cli.data import exif as exifmod
-from aprrd_cli.data.images import read_image, to_float, write_image
+from aprrd_cli.data.images import read_image, write_image
+from aprrd_cli.data.tensors import to_float
 from aprrd_cli.errors import InputError
 
 MAKE, MODEL, DATETIME = "Canon", "EOS R5", "2024:05:06 07:08:09"
@@ -113,7 +114,7 @@ def test_sixteen_bit_colour_png_orientation_and_icc(tmp_path: Path, icc: bytes) 
 
 def test_exif_is_normalised_orientation_size_and_thumbnail(tmp_path: Path) -> None:
     """Orientation 1, PixelX/YDimension of the displayed image, and IFD1 (a thumbnail of the
-    noisy input, maybe in the old orientation) unlinked; the rest byte for byte."""
+    noisy input, maybe in the old orientation) removed; the rest byte for byte."""
     save_jpeg(tmp_path / "t.jpg", marked(), camera_exif(8, size=(64, 48)))
     arr, info = read_image(tmp_path / "t.jpg")
     assert arr.shape == (64, 48, 3) and info.orientation == 8
@@ -128,12 +129,42 @@ def test_exif_is_normalised_orientation_size_and_thumbnail(tmp_path: Path) -> No
     block += struct.pack("<H", 1) + struct.pack("<HHIHH", 259, 3, 1, 6, 0) + b"\0\0\0\0"
     block[ifd0.next_pos : ifd0.next_pos + 4] = struct.pack("<I", ifd1_at)
     out = exifmod.normalise(bytes(block), 10, 10)
-    assert out[ifd0.next_pos : ifd0.next_pos + 4] == b"\0\0\0\0" and len(out) == len(block)
+    assert out[ifd0.next_pos : ifd0.next_pos + 4] == b"\0\0\0\0" and len(out) == ifd1_at  # IFD1 cut off
     changed = [i for i in range(len(out)) if out[i] != block[i]]
     assert all(
         ifd0.next_pos <= i < ifd0.next_pos + 4 or ifd0.entries[274].pos + 8 <= i < ifd0.entries[274].pos + 10
         for i in changed
     )
+
+
+def _with_thumbnail(block: bytes, thumb: bytes, then: bytes = b"") -> tuple[bytes, int]:
+    """``block`` with IFD1 (a JPEG thumbnail of ``thumb``) appended and linked, ``then`` after the picture."""
+    buf = bytearray(block)
+    _, ifd0 = exifmod.parse(block)
+    at = len(buf)
+    data_at = at + 2 + 2 * 12 + 4
+    buf += struct.pack("<H", 2) + struct.pack("<HHII", 513, 4, 1, data_at) + struct.pack("<HHII", 514, 4, 1, len(thumb))
+    buf += b"\0\0\0\0" + thumb + then
+    buf[ifd0.next_pos : ifd0.next_pos + 4] = struct.pack("<I", at)
+    return bytes(buf), at
+
+
+def test_thumbnail_bytes_are_removed_not_just_unlinked() -> None:
+    """A camera's 5 KB preview of the noisy photo must not travel inside the output's EXIF."""
+    thumb = b"\xff\xd8\xff\xdb" + bytes(range(256)) * 20 + b"\xff\xd9"
+    block, at = _with_thumbnail(camera_exif(6), thumb)
+    out = exifmod.normalise(block, 10, 10)
+    assert thumb not in out and len(out) == at and exifmod.orientation(out) == 1
+    # something the IFD0 points at after the thumbnail (an odd layout): the thumbnail is zeroed in place
+    _, ifd0 = exifmod.parse(camera_exif(6))
+    tail = b"CAMERA-NOTES"
+    block, at = _with_thumbnail(camera_exif(6), thumb, tail)
+    buf = bytearray(block)
+    make = ifd0.entries[271]  # repoint Make (ASCII) at the bytes after the thumbnail
+    buf[make.pos + 4 : make.pos + 12] = struct.pack("<II", len(tail), len(block) - len(tail))
+    out = exifmod.normalise(bytes(buf), 10, 10)
+    assert len(out) == len(buf) and thumb not in out and out[at + 30 : at + 30 + len(thumb)] == bytes(len(thumb))
+    assert out.endswith(tail)
 
 
 # ---------------------------------------------------------------- carried through `aprrd denoise`
@@ -374,7 +405,7 @@ def test_format_option_for_one_image(cli, tmp_path, tiny_student) -> None:
     code, _, err = cli("denoise", "--model", tiny_student, "--format", "tif", tmp_path / "x.png", tmp_path / "folder")
     assert code == 0 and (tmp_path / "folder" / "x.tif").is_file()
     code, _, err = cli("denoise", "--model", tiny_student, "--format", "bmp", tmp_path / "x.png", tmp_path / "folder")
-    assert code == 2 and "--format must be one of png, jpg, tif" in err
+    assert code == 2 and "--format must be one of png, tif, jpg, heic, webp, avif" in err
 
 
 def test_quality_option(cli, tmp_path, tiny_student, identity) -> None:
@@ -391,7 +422,7 @@ def test_quality_option(cli, tmp_path, tiny_student, identity) -> None:
     code, _, err = cli("denoise", "--model", tiny_student, "--quality", "0", src, tmp_path / "o.jpg")
     assert code == 2 and not (tmp_path / "o.jpg").exists()
     code, _, err = cli("denoise", "--model", tiny_student, "--quality", "80", src, tmp_path / "o.png")
-    assert code == 0 and "--quality applies to JPEG outputs only" in err
+    assert code == 0 and "--quality applies to JPEG, HEIC, WebP and AVIF outputs only" in err
     import typer
 
     from aprrd_cli.app import app

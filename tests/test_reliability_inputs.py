@@ -386,7 +386,7 @@ def test_bad_photos_are_reported_and_the_good_ones_prepared(cli, tmp_path: Path)
     code, out, err = cli("prepare-data", ph, "--out", tmp_path / "prep")
     text = flat(out)
     assert code == 1 and text.count("skipped [folder]") == 3
-    for phrase in ("NaN or infinite", "is empty", "is not a PNG, TIFF or JPEG"):
+    for phrase in ("NaN or infinite", "is empty", "is not a PNG, TIFF, JPEG, HEIC, WebP or AVIF"):
         assert phrase in text
     assert text.count("expected") <= 3  # once a line at most: the reason is not followed by a second 'expected'
     from aprrd_cli.data.store import open_train_store

@@ -8,9 +8,9 @@ from pathlib import Path
 import typer
 
 from aprrd_cli.app import app
-from aprrd_cli.commands.options import DEVICE, PATCH_WINDOWS, THREADS, inference_precision
+from aprrd_cli.commands.options import DEVICE, PATCH_WINDOWS, THREADS, TILE_HELP, inference_precision
 from aprrd_cli.console import console, progress, warn
-from aprrd_cli.data.images import JPEG_QUALITY, format_for
+from aprrd_cli.data import formats
 from aprrd_cli.denoise import MODEL_HELP, denoise_file, plan_jobs, read_checked
 from aprrd_cli.device import resolve_device, set_fp32_math, set_threads, use_device
 from aprrd_cli.errors import AprrdError, CheckpointError, OutputError
@@ -24,7 +24,7 @@ MIN_RATE_MP = 0.05  # below this many megapixels a seconds-per-megapixel figure 
 @app.command()
 def denoise(
     input: Path = typer.Argument(
-        ..., metavar="INPUT", help="An image (PNG, TIFF, JPEG) or a folder of them.", show_default=False
+        ..., metavar="INPUT", help=f"An image ({formats.names()}) or a folder of them.", show_default=False
     ),
     output: Path = typer.Argument(
         ..., metavar="OUTPUT", help="Output image, or folder when INPUT is a folder.", show_default=False
@@ -35,7 +35,7 @@ def denoise(
         None,
         "--tile",
         min=0,
-        help="Tile core size in pixels, at least 64; 0 = whole image. Default: tile images over 1 MP.",
+        help=TILE_HELP,
         show_default=False,
     ),
     overlap: int = typer.Option(DEFAULT_OVERLAP, "--overlap", min=0, help="Context margin around each tile."),
@@ -46,7 +46,7 @@ def denoise(
     out_format: str = typer.Option(
         None,
         "--format",
-        metavar="png|jpg|tif",
+        metavar=formats.choice_list(),
         help="Output format of a folder run (default: each output keeps its input's). For one image the "
         "OUTPUT's suffix decides.",
         show_default=False,
@@ -56,7 +56,7 @@ def denoise(
         "--quality",
         min=1,
         max=100,
-        help=f"JPEG quality of JPEG outputs, 1-100 (default {JPEG_QUALITY}; colour is never subsampled).",
+        help=f"Quality of lossy outputs, 1-100: {formats.quality_help()}.",
         show_default=False,
     ),
     precision: str = inference_precision("auto"),
@@ -73,8 +73,10 @@ def denoise(
         raise AprrdError(f"--bit-depth must be 8 or 16, got {bit_depth}", exit_code=2)
     check_windows_options(patch_windows, tile)
     jobs, is_folder = plan_jobs(input, output, out_format)
-    if quality is not None and not any(format_for(j.dst) == "jpeg" for j in jobs):
-        warn("--quality applies to JPEG outputs only, and none of the outputs is a JPEG")
+    if quality is not None and not any(formats.for_path(j.dst).lossy for j in jobs):
+        warn(
+            f"--quality applies to {formats.names(formats.lossy(), 'and')} outputs only, and none of the outputs is one"
+        )
     kept = 0
     if skip_existing:
         todo = [j for j in jobs if not j.dst.is_file()]
@@ -108,9 +110,7 @@ def denoise(
             if is_folder:
                 bar.update(images, description=job.src.name[:30])
             try:
-                mp_total += denoise_file(
-                    den, job, bit_depth, on_tile, image=first, quality=JPEG_QUALITY if quality is None else quality
-                )
+                mp_total += denoise_file(den, job, bit_depth, on_tile, image=first, quality=quality)
             except (OutputError, CheckpointError) as e:  # a full disk, a broken model: every next image would fail too
                 if not is_folder:
                     raise

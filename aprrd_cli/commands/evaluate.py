@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from aprrd_cli.app import app
-from aprrd_cli.commands.options import DEVICE, PATCH_WINDOWS, THREADS, inference_precision
+from aprrd_cli.commands.options import DEVICE, PATCH_WINDOWS, THREADS, TILE_HELP, inference_precision
 from aprrd_cli.console import console, plural, print_table, progress
 from aprrd_cli.data.pairs import load_pairs, load_photos
 from aprrd_cli.denoise import MODEL_HELP, resolve_model
@@ -109,7 +109,7 @@ def evaluate(
         None,
         "--tile",
         min=0,
-        help="Tile core size in pixels, at least 64; 0 = whole image. Default: tile images over 1 MP.",
+        help=TILE_HELP,
         show_default=False,
     ),
     patch_windows: bool = PATCH_WINDOWS,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from aprrd_cli.inference import MEMORY_SHARE, MIN_TILE
+
 DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps (auto: first CUDA GPU, else CPU).")
 THREADS = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: torch's choice).")
 PATCH_WINDOWS = typer.Option(
@@ -21,3 +23,9 @@ def inference_precision(default: str) -> object:
         help="auto (bf16 where the CPU or GPU computes it natively, else fp32), fp32 or bf16 (the image-making last "
         "layer stays fp32).",
     )
+
+
+TILE_HELP = (
+    f"Tile core size in pixels, at least {MIN_TILE}; 0 = whole image. Default: the whole image when the network's "
+    f"memory fits {MEMORY_SHARE:.0%} of the memory at hand, else the tiles that fit it (docs/performance.md)."
+)

@@ -25,7 +25,8 @@ ROOT is a dataset tree, every part optional, laid out as the datasets are publis
   SIDD_Benchmark_sRGB/BenchmarkNoisyBlocksSrgb.mat   (or beside validation)
   dnd_2017/info.mat, dnd_2017/images_srgb/*.mat      DND, MATLAB v7.3
 
-or simply a folder of your own noisy photos (PNG/TIFF/JPEG, 8 or 16 bits, colour or grey, any nesting).
+or simply a folder of your own noisy photos (PNG, TIFF, JPEG, HEIC, WebP or AVIF; 8 or 16 bits, colour or \
+grey, any nesting).
 
 Training images are stored as arrays under PREP/train and read through memory maps; evaluation sets \
 under PREP/sidd-val, PREP/sidd-bench and PREP/dnd. Unchanged sources are not redone, so a second run \

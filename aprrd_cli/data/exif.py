@@ -170,8 +170,8 @@ def normalise(blob: bytes, width: int, height: int) -> bytes:
     """The block as it should travel with the displayed pixels, patched in place.
 
     Orientation becomes 1 (the pixels are already turned upright); PixelX/YDimension become the
-    displayed size; the link to IFD1 is cut, since that thumbnail shows the input (noisy, and
-    possibly in the old orientation). Everything else, maker notes included, stays byte for byte.
+    displayed size; IFD1 and its thumbnail are removed, since that preview shows the input (noisy,
+    and possibly in the old orientation). Everything else, maker notes included, stays byte for byte.
     """
     endian, ifd0 = parse(blob)
     buf = bytearray(blob)
@@ -185,12 +185,67 @@ def normalise(blob: bytes, width: int, height: int) -> bytes:
             buf[entry.pos + 8 : entry.pos + 12] = struct.pack(endian + "I", value)
 
     put(ifd0.entries.get(ORIENTATION), 1)
+    (ifd1_at,) = struct.unpack(endian + "I", blob[ifd0.next_pos : ifd0.next_pos + 4])
     buf[ifd0.next_pos : ifd0.next_pos + 4] = b"\0\0\0\0"
     exif = ifd0.subs.get(EXIF_IFD)
     if exif is not None:
         put(exif.entries.get(PIXEL_X), width)
         put(exif.entries.get(PIXEL_Y), height)
+    return _without_thumbnail(buf, blob, endian, ifd0, ifd1_at)
+
+
+THUMB_OFFSET, THUMB_LENGTH, STRIP_OFFSETS, STRIP_COUNTS = 513, 514, 273, 279
+
+
+def _spans(ifd: Ifd, at: int, blob: bytes, endian: str) -> list[tuple[int, int]]:
+    """The byte ranges an IFD occupies: its table, the values stored outside it, its sub-IFDs'."""
+    out = [(at, at + 2 + 12 * len(ifd.entries) + 4)] if at else []
+    for e in ifd.entries.values():
+        if len(e.data) > 4:
+            (off,) = struct.unpack(endian + "I", blob[e.pos + 8 : e.pos + 12])
+            out.append((off, off + len(e.data)))
+    for tag, sub in ifd.subs.items():
+        (off,) = struct.unpack(endian + "I", ifd.entries[tag].data[:4])
+        out.extend(_spans(sub, off, blob, endian))
+    return out
+
+
+def _without_thumbnail(buf: bytearray, blob: bytes, endian: str, ifd0: Ifd, ifd1_at: int) -> bytes:
+    """The block with IFD1 and its preview picture gone, not merely unlinked.
+
+    Cameras put them last: the block is then cut where they start. Where something else follows
+    them, their bytes are zeroed instead (moving the rest would break maker notes' offsets).
+    """
+    if not ifd1_at:
+        return bytes(buf)
+    try:
+        ifd1 = read_ifd(bytes_reader(blob), ifd1_at, endian)
+    except (ExifError, struct.error):
+        return bytes(buf)  # unreadable: unlinked, and nothing more can be told about its extent
+    gone = [(ifd1_at, ifd1.next_pos + 4)]
+    gone += [(a, b) for a, b in _spans(Ifd(entries=ifd1.entries), 0, blob, endian)]
+    start, count = ifd1.entries.get(THUMB_OFFSET), ifd1.entries.get(THUMB_LENGTH)
+    pairs = [(start, count)] if start and count else []
+    if STRIP_OFFSETS in ifd1.entries and STRIP_COUNTS in ifd1.entries:
+        pairs.append((ifd1.entries[STRIP_OFFSETS], ifd1.entries[STRIP_COUNTS]))
+    for off_e, len_e in pairs:
+        offs, lens = _ints(off_e, endian), _ints(len_e, endian)
+        gone += [(o, min(o + n, len(blob))) for o, n in zip(offs, lens, strict=False) if 0 < o < len(blob)]
+    kept = [(0, 8), *_spans(ifd0, struct.unpack(endian + "I", blob[4:8])[0], blob, endian)]
+    first = min(a for a, _ in gone)
+    if first >= max(b for _, b in kept):
+        return bytes(buf[:first])
+    for a, b in gone:
+        buf[a:b] = bytes(b - a)
     return bytes(buf)
+
+
+def _ints(entry: Entry, endian: str) -> list[int]:
+    """The SHORT or LONG values of an entry."""
+    code = {SHORT: "H", LONG: "I"}.get(entry.type)
+    if code is None:
+        return []
+    return list(struct.unpack(f"{endian}{entry.count}{code}", entry.data))
 
 
 def _pad(data: bytes) -> bytes:
@@ -252,7 +307,7 @@ def from_tiff(f: BinaryIO) -> tuple[bytes | None, list[str]]:
     except struct.error as e:
         raise ExifError(str(e)) from e
     keep = {t: e for t, e in ifd0.entries.items() if t in TIFF_PHOTO_TAGS}
-    if 305 in keep and keep[305].data.rstrip(b"\0") == b"tifffile.py":
+    if 305 in keep and (keep[305].data.rstrip(b"\0") == b"tifffile.py" or keep[305].data.startswith(b"aprrd ")):
         del keep[305]
     if short_value(keep.get(296), endian) == 1:  # resolution "without unit": tifffile's placeholder 1/1
         for t in (282, 283, 296):

@@ -10,7 +10,7 @@ from aprrd_cli.data.parts import Part
 
 
 def find(root: Path, exclude: Path | None = None) -> list[Part]:
-    """Every PNG/TIFF/JPEG under ``root`` (hidden files and folders and ``exclude`` left out)."""
+    """Every photo (data/formats.py) under ``root`` (hidden files and folders and ``exclude`` left out)."""
     skip = exclude.resolve() if exclude is not None else None
     found: list[Path] = []
     for dirpath, dirs, files in os.walk(root, followlinks=False):

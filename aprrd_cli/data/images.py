@@ -1,18 +1,20 @@
-"""Reading and writing photos: PNG 8/16-bit, TIFF 8/16-bit/float, JPEG.
+"""Reading and writing photos: PNG 8/16-bit, TIFF 8/16-bit/float, JPEG, HEIC 8/10-bit, WebP, AVIF.
 
-Codecs: OpenCV for 16-bit colour PNG (Pillow reads those as 8-bit and silently drops
-the low byte), Pillow for the other PNG and JPEG modes (grey, grey+alpha, palette,
-CMYK), tifffile for TIFF. Declared dimensions are checked from the header before any
-pixel is decoded, so a decompression bomb costs nothing.
+What each format is and holds is the table in :mod:`aprrd_cli.data.formats`. Codecs: OpenCV for
+16-bit colour PNG (Pillow reads those as 8-bit and silently drops the low byte), Pillow for the
+other PNG and JPEG modes (grey, grey+alpha, palette, CMYK) and for WebP and AVIF, tifffile for
+TIFF, pillow-heif for HEIC (:mod:`aprrd_cli.data.pillow_codecs`). Declared dimensions are checked
+from the header before any pixel is decoded, so a decompression bomb costs nothing.
 
 Arrays are ``H x W x C`` with C = 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA), in the
 file's own dtype: uint8, uint16 or float32, turned as the file is displayed (its EXIF or TIFF
 orientation applied), so every reader (denoise, evaluate, prepare-data) sees the same pixels.
 
-A photo keeps what it is: the ICC profile and the EXIF block (orientation set to 1) are read
-into :class:`ImageInfo` and ``write_image`` writes them into JPEG, PNG and TIFF outputs alike.
-Whatever cannot be kept (frames after the first, alpha in a JPEG, EXIF a format cannot hold)
-is said in a warning naming the file, never dropped silently.
+A photo keeps what it is: the ICC profile, the EXIF block (orientation set to 1, its thumbnail
+removed), the XMP packet (orientation and pixel size set to the output's) and the IPTC records are
+read into :class:`ImageInfo`, and ``write_image`` writes each into every format that can hold it.
+Whatever cannot be kept (frames after the first, alpha in a JPEG, IPTC in a PNG) is said in a
+warning naming the file, never dropped silently.
 """
 
 from __future__ import annotations
@@ -25,34 +27,35 @@ from pathlib import Path
 
 import numpy as np
 
+from aprrd_cli import __version__
 from aprrd_cli.console import warn
 from aprrd_cli.data import exif as exifmod
+from aprrd_cli.data import formats
+from aprrd_cli.data import xmp_iptc as xi
 from aprrd_cli.errors import InputError
 from aprrd_cli.utils.atomic import atomic_path
 
-IMAGE_SUFFIXES = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".jpg": "jpeg", ".jpeg": "jpeg"}
+IMAGE_SUFFIXES = {s: f.name for s, f in formats.BY_SUFFIX.items()}
 MAX_PIXELS = 250_000_000  # larger declared sizes are refused as likely decompression bombs
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-JPEG_QUALITY = 95
+JPEG_QUALITY = formats.BY_NAME["jpeg"].default_quality
+TIFF_XMP, TIFF_IPTC = 700, 33723  # the TIFF tags of the XMP packet and the IPTC records
 EXIF_PREFIX = b"Exif\x00\x00"  # what precedes the TIFF structure in a JPEG APP1 segment
 JPEG_MAX_EXIF = 65533 - len(EXIF_PREFIX)  # one APP1 segment
-# Float images must lie in [0, 1]. Small overshoots (rounding, a few highlights) are clipped with a
-# warning; when at least FLOAT_REFUSE_FRACTION of the values lie outside FLOAT_REFUSE_RANGE the
-# file was exported on another scale (0..255, 0..65535, -1..1) and is refused instead.
-FLOAT_REFUSE_RANGE = (-0.5, 1.5)
-FLOAT_REFUSE_FRACTION = 0.01
 
 
 @dataclass(frozen=True)
 class ImageInfo:
     """What a file held, so that the output can be written back the same way."""
 
-    format: str  # png | tiff | jpeg
+    format: str  # a name in data/formats.py: png | tiff | jpeg | heic | webp | avif
     dtype: str  # uint8 | uint16 | float32
     channels: int  # 1, 2, 3 or 4
     icc_profile: bytes | None = None  # the colour profile, as stored
     exif: bytes | None = None  # TIFF-structured EXIF (no "Exif\0\0" prefix), orientation 1, no thumbnail
     orientation: int = 1  # the EXIF/TIFF orientation that was applied on reading (1 = none)
+    xmp: bytes | None = None  # the XMP packet, its orientation and pixel size set to the upright pixels'
+    iptc: bytes | None = None  # the IPTC-IIM records, as stored
 
     @property
     def bit_depth(self) -> int:
@@ -61,16 +64,6 @@ class ImageInfo:
 
 def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def sniff_format(path: Path, head: bytes) -> str | None:
-    if head.startswith(PNG_MAGIC):
-        return "png"
-    if head[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "tiff"
-    return None
 
 
 def _check_dims(path: Path, width: int, height: int, max_pixels: int) -> None:
@@ -89,8 +82,10 @@ class _Meta:
 
     icc: bytes | None = None
     exif: bytes | None = None  # TIFF-structured, as stored
-    orientation: int | None = None  # from a TIFF tag; None: take it from ``exif``
+    orientation: int | None = None  # from a TIFF tag, or 1 where the decoder turned the pixels; None: from ``exif``
     frames: int = 1  # full-resolution frames or pages in the file; only the first is read
+    xmp: bytes | None = None
+    iptc: bytes | None = None
 
 
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, ImageInfo]:
@@ -110,10 +105,11 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarr
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror})") from e
     if not head:
-        raise InputError(f"{path} is empty; expected a PNG, TIFF or JPEG image")
-    fmt = sniff_format(path, head)
-    if fmt is None:
-        raise InputError(f"{path} is not a PNG, TIFF or JPEG image")
+        raise InputError(f"{path} is empty; expected a {formats.names()} image")
+    known = formats.sniff(head)
+    if known is None:
+        raise InputError(f"{path} is not a {formats.names()} image")
+    fmt = known.name
     try:
         if fmt == "png" and len(head) >= 24 and head[12:16] == b"IHDR":
             width, height = struct.unpack(">II", head[16:24])
@@ -123,6 +119,8 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarr
         elif fmt == "png" and _png_is_16bit_colour(head):
             arr = _read_png16_colour(path, head, max_pixels)
             meta = _png_meta(path)
+        elif fmt == "heic":
+            arr, meta = _read_heic(path, max_pixels)
         else:
             arr, meta = _read_pillow(path, max_pixels)
     except InputError:
@@ -131,7 +129,7 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarr
         raise InputError(f"{path}: too large to decode in memory") from e
     except Exception as e:  # codec errors come in many types; all mean a damaged file
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{path}: cannot decode {fmt.upper()} ({msg[:100]}); the file is damaged or truncated") from e
+        raise InputError(f"{path}: cannot decode {known.label} ({msg[:100]}); the file is damaged or truncated") from e
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.dtype == np.float64 or arr.dtype == np.float16:
@@ -145,7 +143,9 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarr
         warn(f"{path}: holds {meta.frames} {what}; only the first is read, the other {meta.frames - 1} are left out")
     orientation, exif = _upright_exif(path, meta, arr.shape)
     arr = orient(arr, orientation)
-    info = ImageInfo(fmt, arr.dtype.name, arr.shape[2], _usable_icc(path, meta.icc), exif, orientation)
+    xmp = xi.xmp_for_output(meta.xmp, arr.shape[1], arr.shape[0]) if meta.xmp else None
+    icc = _usable_icc(path, meta.icc)
+    info = ImageInfo(fmt, arr.dtype.name, arr.shape[2], icc, exif, orientation, xmp, meta.iptc or None)
     return np.ascontiguousarray(arr), info
 
 
@@ -215,6 +215,7 @@ def _png_meta(path: Path, im=None) -> _Meta:
         icc=im.info.get("icc_profile") or None,
         exif=_strip_exif_prefix(im.info.get("exif")),
         frames=int(getattr(im, "n_frames", 1)),
+        xmp=xi.xmp_from_info(im.info),
     )
 
 
@@ -269,12 +270,38 @@ def _read_pillow(path: Path, max_pixels: int) -> tuple[np.ndarray, _Meta]:
             ) from e
         with im:
             _check_dims(path, im.width, im.height, max_pixels)
-            im.load()  # decodes fully; raises on truncated data
+            im.load()  # decodes fully; raises on truncated data (a deep AVIF is decoded again, at its depth)
             if im.format == "PNG":
                 meta = _png_meta(path, im)
-            else:  # JPEG (MPO's extra pictures are previews, not frames), or a TIFF handed over
-                meta = _Meta(icc=im.info.get("icc_profile") or None, exif=_strip_exif_prefix(im.info.get("exif")))
+            else:  # JPEG (MPO's extra pictures are previews, not frames), WebP, AVIF, or a TIFF handed over
+                meta = _Meta(
+                    icc=im.info.get("icc_profile") or None,
+                    exif=_strip_exif_prefix(im.info.get("exif")),
+                    xmp=xi.xmp_from_info(im.info),
+                    iptc=xi.iptc_from_photoshop(im.info.get("photoshop")),
+                    frames=int(getattr(im, "n_frames", 1)) if im.format in ("WEBP", "AVIF") else 1,
+                )
+                if im.format == "AVIF":
+                    return _avif_pixels(path, im), meta
             return _pillow_pixels(path, im), meta
+
+
+def _read_heic(path: Path, max_pixels: int) -> tuple[np.ndarray, _Meta]:
+    """A HEIC's primary picture, already upright: libheif applies the container's rotation itself."""
+    from aprrd_cli.data.pillow_codecs import read_heif
+
+    got = read_heif(path, lambda w, h: _check_dims(path, w, h, max_pixels))
+    meta = _Meta(icc=got.icc, exif=_strip_exif_prefix(got.exif), orientation=1, frames=got.frames, xmp=got.xmp)
+    return got.pixels, meta
+
+
+def _avif_pixels(path: Path, im) -> np.ndarray:
+    """An AVIF's pixels: Pillow's 8 bits, or 16 bits from libavif for a 10/12-bit file."""
+    from aprrd_cli.data.pillow_codecs import avif_depth, read_deep_avif
+
+    with open(path, "rb") as f:
+        depth = avif_depth(f.read(1 << 16))
+    return read_deep_avif(path, depth) if depth > 8 else _pillow_pixels(path, im)
 
 
 def _pillow_pixels(path: Path, im) -> np.ndarray:
@@ -353,6 +380,7 @@ def _tiff_meta(path: Path, tf, page) -> _Meta:
     tag = page.tags.get(274)
     orientation = int(tag.value) if tag is not None and isinstance(tag.value, int) else 1
     meta = _Meta(icc=page.iccprofile or None, orientation=orientation, frames=max(frames, 1))
+    meta.xmp, meta.iptc = _tag_bytes(page, TIFF_XMP), _tag_bytes(page, TIFF_IPTC)
     if tf.is_bigtiff:
         if any(code in page.tags for code in (271, 272, 306, exifmod.EXIF_IFD, exifmod.GPS_IFD)):
             warn(f"{path}: EXIF data in a BigTIFF is not read; outputs do not carry it")
@@ -366,6 +394,16 @@ def _tiff_meta(path: Path, tf, page) -> _Meta:
     if problems:
         warn(f"{path}: damaged EXIF entries left out: {'; '.join(problems[:3])}")
     return meta
+
+
+def _tag_bytes(page, code: int) -> bytes | None:
+    """A TIFF tag's value as the bytes it stores (XMP as BYTE, IPTC as UNDEFINED or LONG: both raw)."""
+    tag = page.tags.get(code)
+    if tag is None or not tag.valuebytecount:
+        return None
+    fh = page.parent.filehandle
+    fh.seek(tag.valueoffset)
+    return fh.read(tag.valuebytecount) or None
 
 
 PHOTOMETRIC_MINISWHITE, PHOTOMETRIC_MINISBLACK, PHOTOMETRIC_RGB, PHOTOMETRIC_PALETTE = 0, 1, 2, 3
@@ -413,77 +451,24 @@ def _tiff_to_rgb(path: Path, arr: np.ndarray, photometric: int, colormap: np.nda
     )
 
 
-def to_float(arr: np.ndarray, path: str | Path = "image") -> tuple[np.ndarray, int]:
-    """Scale to float32 in [0, 1]; returns the array and how many values were clipped.
-
-    NaN or infinite values are an error (they would spread through the network). Finite
-    values outside [0, 1] (float files only) are clipped and counted, unless at least 1% of
-    them lie outside [-0.5, 1.5]: then the file is on another scale (a 0..255 or 0..65535
-    export) and clipping would wash it out, so it is refused with what was found.
-    """
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / 255.0, 0
-    if arr.dtype == np.uint16:
-        return arr.astype(np.float32) / 65535.0, 0
-    a = arr.astype(np.float32, copy=True)
-    bad = ~np.isfinite(a)
-    if bad.any():
-        raise InputError(f"{path}: {int(bad.sum())} pixel values are NaN or infinite; fix or re-export the image")
-    lo, hi = FLOAT_REFUSE_RANGE
-    far = int(np.count_nonzero((a < lo) | (a > hi)))
-    if far and far >= FLOAT_REFUSE_FRACTION * a.size:
-        raise InputError(_wrong_scale_message(a, far, path))
-    clipped = int(np.count_nonzero((a < 0) | (a > 1)))
-    if clipped:
-        np.clip(a, 0.0, 1.0, out=a)
-    return a, clipped
-
-
-def _wrong_scale_message(a: np.ndarray, far: int, path: str | Path) -> str:
-    """What a float image on the wrong scale holds, and what to do about it, on one line."""
-    lo, hi = FLOAT_REFUSE_RANGE
-    high = int(np.count_nonzero(a > hi)) >= far / 2
-    if high:
-        top = float(a.max())
-        found = f"values up to {top:.4g} (99th percentile {float(np.percentile(a, 99)):.4g})"
-        scale = ""
-        if 100 < top <= 255.5:
-            scale = " (looks like a 0..255 export)"
-        elif 1000 < top <= 65535.5:
-            scale = " (looks like a 0..65535 export)"
-    else:
-        found = f"values down to {float(a.min()):.4g} (1st percentile {float(np.percentile(a, 1)):.4g})"
-        scale = ""
-    return (
-        f"{path}: float {found}{scale}, {100 * far / a.size:.0f}% of them outside [{lo}, {hi}], but float images "
-        "must lie in [0, 1]; re-export it as [0, 1] float or as 8/16-bit"
-    )
-
-
-def from_float(img: np.ndarray, dtype: str) -> np.ndarray:
-    """Float [0, 1] to the target dtype: clip, then round for integers."""
-    img = np.clip(img, 0.0, 1.0)
-    if dtype == "uint8":
-        return np.rint(img * 255.0).astype(np.uint8)
-    if dtype == "uint16":
-        return np.rint(img * 65535.0).astype(np.uint16)
-    return img.astype(np.float32)
-
-
 def format_for(path: Path) -> str:
-    fmt = IMAGE_SUFFIXES.get(path.suffix.lower())
-    if fmt is None:
-        raise InputError(f"{path}: unknown output type {path.suffix!r}; use .png, .tif/.tiff or .jpg/.jpeg")
-    return fmt
+    """The name of the format an output path's suffix names (see data/formats.py)."""
+    return formats.for_path(path).name
 
 
 def check_writable(path: Path, dtype: str) -> None:
     """Refuse, before any work, a dtype the output format cannot hold."""
-    fmt = format_for(path)
-    if fmt == "png" and dtype == "float32":
-        raise InputError(f"{path}: PNG holds 8 or 16 bits, not float; use --bit-depth 8/16 or a .tif output")
-    if fmt == "jpeg" and dtype != "uint8":
-        raise InputError(f"{path}: JPEG holds only 8 bits; use --bit-depth 8 or a .png/.tif output")
+    fmt = formats.for_path(path)
+    if fmt.holds(dtype):
+        return
+    depths = [str(formats.BIT_DEPTHS[d]) for d in fmt.dtypes if d in formats.BIT_DEPTHS]
+    held = f"only {depths[0]} bits" if len(depths) == 1 else f"{' or '.join(depths)} bits"
+    if fmt.stored_bits:
+        held += f" (16 stored at {fmt.stored_bits})"
+    if dtype == "float32":
+        held += ", not float"
+    others = "/".join(f.suffix for f in formats.holding(dtype))
+    raise InputError(f"{path}: {fmt.label} holds {held}; use --bit-depth {'/'.join(depths)} or a {others} output")
 
 
 def write_image(
@@ -492,35 +477,62 @@ def write_image(
     *,
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
-    quality: int = JPEG_QUALITY,
+    xmp: bytes | None = None,
+    iptc: bytes | None = None,
+    quality: int | None = None,
 ) -> None:
     """Atomically write ``H x W x C`` (C = 1..4) in the format the suffix names.
 
-    ``icc_profile`` and ``exif`` (TIFF-structured, as in :class:`ImageInfo`) are written where
-    the format holds them: JPEG APP2/APP1, PNG iCCP/eXIf, TIFF ICC tag and IFD0 + Exif/GPS IFDs.
-    What cannot go in (alpha or over-long EXIF in a JPEG, EXIF in a BigTIFF) is warned about.
-    ``quality``: JPEG quality, 1-100 (chroma is never subsampled).
+    ``icc_profile``, ``exif`` (TIFF-structured, as in :class:`ImageInfo`), ``xmp`` and ``iptc`` are
+    written where the format holds them (data/formats.py); what cannot go in (IPTC in a PNG, alpha
+    or over-long EXIF in a JPEG, EXIF in a BigTIFF) is said in one warning naming the file.
+    ``quality``: 1-100 for the lossy formats (default: the format's own, 95 for JPEG, 90 for HEIC,
+    WebP and AVIF; 100 writes lossless WebP); ignored by PNG and TIFF.
     """
     path = Path(path)
     check_writable(path, arr.dtype.name)
-    fmt = format_for(path)
-    if not 1 <= quality <= 100:
-        raise InputError(f"JPEG quality must be 1-100, got {quality}")
+    fmt = formats.for_path(path)
+    quality = fmt.default_quality if quality is None else quality
+    if quality is not None and not 1 <= quality <= 100:
+        raise InputError(f"{fmt.label} quality must be 1-100, got {quality}")
     if arr.ndim == 2:
         arr = arr[:, :, None]
+    given = {formats.ICC: icc_profile, formats.EXIF: exif, formats.XMP: xmp, formats.IPTC: iptc}
+    lost = [name for name, block in given.items() if block and name not in fmt.metadata]
+    if lost:
+        warn(f"{path}: {fmt.label} cannot hold the photo's {' and '.join(lost)} data; not carried")
+    icc_profile, exif, xmp, iptc = (block if name in fmt.metadata else None for name, block in given.items())
     with atomic_path(path) as tmp:
-        if fmt == "tiff":
-            _write_tiff(path, tmp, arr, icc_profile, exif)
-        elif fmt == "jpeg":
-            _write_jpeg(path, tmp, arr, icc_profile, exif, quality)
+        if fmt.name == "tiff":
+            _write_tiff(path, tmp, arr, icc_profile, exif, xmp, iptc)
+        elif fmt.name == "jpeg":
+            _write_jpeg(path, tmp, arr, icc_profile, exif, quality, xmp, iptc)
+        elif fmt.name == "png":
+            _write_png(tmp, arr, _png_metadata_chunks(icc_profile, exif, xmp))
+        elif fmt.name == "heic":
+            from aprrd_cli.data.pillow_codecs import write_heif
+
+            write_heif(tmp, arr, quality, icc_profile, exif, xmp)
         else:
-            _write_png(tmp, arr, _png_metadata_chunks(icc_profile, exif))
+            from aprrd_cli.data.pillow_codecs import write_pillow
+
+            write_pillow(tmp, arr, fmt.name, quality, icc_profile, exif, xmp)
 
 
-def _write_tiff(path: Path, tmp: Path, arr: np.ndarray, icc: bytes | None, exif: bytes | None) -> None:
-    """tifffile writes the pixels and the ICC tag; the EXIF is merged into IFD0 afterwards.
+def _write_tiff(
+    path: Path,
+    tmp: Path,
+    arr: np.ndarray,
+    icc: bytes | None,
+    exif: bytes | None,
+    xmp: bytes | None = None,
+    iptc: bytes | None = None,
+) -> None:
+    """tifffile writes the pixels, the ICC, XMP and IPTC tags; the EXIF is merged into IFD0 afterwards.
 
     The file is written in the EXIF block's byte order, so the block's values are copied as they are.
+    No description (tifffile's shape note would show as the caption) and ``Software: aprrd <version>``
+    unless the photo's EXIF names its own.
     """
     import tifffile
 
@@ -534,6 +546,11 @@ def _write_tiff(path: Path, tmp: Path, arr: np.ndarray, icc: bytes | None, exif:
     photometric = "rgb" if arr.shape[2] >= 3 else "minisblack"
     extras = ["unassalpha"] if arr.shape[2] in (2, 4) else None
     data = arr[:, :, 0] if arr.shape[2] == 1 else arr
+    tags = []
+    if xmp:
+        tags.append((TIFF_XMP, 1, len(xmp), xmp, True))  # BYTE, as XMP's specification stores it
+    if iptc:
+        tags.append((TIFF_IPTC, 7, len(iptc), iptc, True))  # UNDEFINED: the records byte for byte
     tifffile.imwrite(
         tmp,
         data,
@@ -542,6 +559,9 @@ def _write_tiff(path: Path, tmp: Path, arr: np.ndarray, icc: bytes | None, exif:
         compression="zlib",
         iccprofile=icc or None,
         byteorder=endian,
+        metadata=None,
+        software=f"aprrd {__version__}",
+        extratags=tags or None,
     )
     if not exif:
         return
@@ -558,7 +578,18 @@ def _write_tiff(path: Path, tmp: Path, arr: np.ndarray, icc: bytes | None, exif:
         warn(f"{path}: damaged EXIF entries not carried: {'; '.join(problems[:3])}")
 
 
-def _write_jpeg(path: Path, tmp: Path, arr: np.ndarray, icc: bytes | None, exif: bytes | None, quality: int) -> None:
+def _write_jpeg(
+    path: Path,
+    tmp: Path,
+    arr: np.ndarray,
+    icc: bytes | None,
+    exif: bytes | None,
+    quality: int,
+    xmp: bytes | None = None,
+    iptc: bytes | None = None,
+) -> None:
+    import io
+
     from PIL import Image
 
     if arr.shape[2] in (2, 4):
@@ -571,21 +602,31 @@ def _write_jpeg(path: Path, tmp: Path, arr: np.ndarray, icc: bytes | None, exif:
         extra["icc_profile"] = icc
     if exif:
         extra["exif"] = EXIF_PREFIX + exif
+    segments = b""
+    for name, block, make in (("XMP", xmp, xi.jpeg_xmp_segment), ("IPTC", iptc, xi.jpeg_iptc_segment)):
+        seg = make(block) if block else b""
+        if seg is None:
+            warn(f"{path}: {name} data of {len(block)} bytes exceeds the 64 KB a JPEG segment holds; not carried")
+        segments += seg or b""
     rgb = arr[:, :, :3] if arr.shape[2] >= 3 else arr[:, :, 0]
-    Image.fromarray(np.ascontiguousarray(rgb)).save(tmp, format="JPEG", quality=quality, subsampling=0, **extra)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="JPEG", quality=quality, subsampling=0, **extra)
+    tmp.write_bytes(xi.insert_jpeg_segments(buf.getvalue(), segments))
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
-def _png_metadata_chunks(icc: bytes | None, exif: bytes | None) -> bytes:
-    """iCCP (profile name, NUL, method 0, zlib data) and eXIf (the bare TIFF structure) chunks."""
+def _png_metadata_chunks(icc: bytes | None, exif: bytes | None, xmp: bytes | None = None) -> bytes:
+    """iCCP (profile name, NUL, method 0, zlib data), eXIf (the bare TIFF structure) and iTXt (XMP) chunks."""
     chunks = b""
     if icc:
         chunks += _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc, 9))
     if exif:
         chunks += _png_chunk(b"eXIf", exif)
+    if xmp:
+        chunks += _png_chunk(b"iTXt", xi.png_xmp_chunk_data(xmp))
     return chunks
 
 

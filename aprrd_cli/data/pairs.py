@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from aprrd_cli.console import warn
-from aprrd_cli.data.images import from_float, is_image_path, read_image, to_float
+from aprrd_cli.data import formats
+from aprrd_cli.data.images import is_image_path, read_image
+from aprrd_cli.data.tensors import from_float, to_float
 from aprrd_cli.errors import InputError
 
 Pair = tuple[str, np.ndarray, np.ndarray]  # (name, noisy, clean), both uint8 H x W x 3
@@ -63,7 +65,7 @@ def load_pairs(pairs_dir: Path, option: str = "--pairs") -> list[Pair]:
             raise InputError(f"{pairs_dir} has no {sub}/ folder; {layout}")
     noisy_names, gt_names = _images_by_stem(pairs_dir / "noisy", option), _images_by_stem(pairs_dir / "gt", option)
     if not noisy_names:
-        raise InputError(f"{pairs_dir / 'noisy'} holds no PNG, TIFF or JPEG images; {layout}")
+        raise InputError(f"{pairs_dir / 'noisy'} holds no {formats.names()} images; {layout}")
     only_noisy = sorted(noisy_names[s] for s in set(noisy_names) - set(gt_names))
     only_gt = sorted(gt_names[s] for s in set(gt_names) - set(noisy_names))
     if only_noisy or only_gt:
@@ -113,7 +115,7 @@ def load_photos(folder: Path, option: str = "--photos") -> list[tuple[str, np.nd
         raise InputError(f"{folder}: no such folder; {option} expects a folder of noisy photos")
     paths = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_path(p) and not p.name.startswith("."))
     if not paths:
-        raise InputError(f"{folder} holds no PNG, TIFF or JPEG images; {option} expects a folder of noisy photos")
+        raise InputError(f"{folder} holds no {formats.names()} images; {option} expects a folder of noisy photos")
     out = []
     for p in paths:
         arr, _ = _as_rgb8(read_image(p)[0], p)

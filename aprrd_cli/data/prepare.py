@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from aprrd_cli.console import warn
-from aprrd_cli.data import dnd, folder, sidd
-from aprrd_cli.data.images import from_float, read_image, to_float
+from aprrd_cli.data import dnd, folder, formats, sidd
+from aprrd_cli.data.images import read_image
 from aprrd_cli.data.parts import ALL_PARTS, TRAIN_GROUPS, Part, PartResult, read_meta
 from aprrd_cli.data.store import (
     EVAL_SETS,
@@ -33,6 +33,7 @@ from aprrd_cli.data.store import (
     save_npy,
     write_index,
 )
+from aprrd_cli.data.tensors import from_float, to_float
 from aprrd_cli.errors import AprrdError, InputError
 from aprrd_cli.utils.atomic import remove_partials
 from aprrd_cli.utils.locks import DirLock
@@ -44,7 +45,7 @@ EXPECTED_LAYOUT = (
     "SIDD_Medium_Srgb/Data/*/*_NOISY_SRGB_*.png, SIDD_Benchmark_Data/*/*_NOISY_SRGB_010.png, "
     "SIDD_Validation_sRGB/{ValidationNoisyBlocksSrgb,ValidationGtBlocksSrgb}.mat, "
     "SIDD_Benchmark_sRGB/BenchmarkNoisyBlocksSrgb.mat, dnd_2017/{info.mat,images_srgb/*.mat}, "
-    "or a folder of PNG/TIFF/JPEG photos"
+    f"or a folder of {formats.names()} photos"
 )
 
 
