@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from aprrd_cli.console import AprrdWarning, python_warnings
-from aprrd_cli.data.images import JPEG_QUALITY, from_float, to_float
+from aprrd_cli.data.tensors import from_float, to_float
 from aprrd_cli.denoise import Job, denoise_array, denoise_file, plan_jobs, read_checked
 from aprrd_cli.device import fp32_math
 from aprrd_cli.errors import AprrdError, InputError
@@ -155,9 +155,11 @@ class Model:
     ) -> Path:
         """Denoise one image file into another, as ``aprrd denoise SRC DST`` does; returns DST.
 
-        The output's format follows DST's suffix (.png, .tif, .jpg); it keeps the input's bit depth
-        (or ``bit_depth`` 8 or 16), colour profile and EXIF, grey stays grey and alpha passes
-        through. The file is written whole or not at all. ``quality``: JPEG quality, 1-100.
+        The output's format follows DST's suffix (.png, .tif, .jpg, .heic, .webp, .avif); it keeps
+        the input's bit depth (or ``bit_depth`` 8 or 16), colour profile, EXIF, XMP and IPTC where
+        the format holds them, grey stays grey and alpha passes through. The file is written whole
+        or not at all. ``quality``: the quality of lossy outputs, 1-100 (None: the format's default,
+        as ``aprrd denoise --quality``; 100 writes lossless WebP).
         """
         if bit_depth not in (None, 8, 16):
             raise AprrdError(f"bit_depth must be 8 or 16, got {bit_depth}")
@@ -169,7 +171,6 @@ class Model:
         job: Job = jobs[0]
         check_output_dir(job.dst.parent)
         image = read_checked(job, bit_depth)
-        quality = JPEG_QUALITY if quality is None else quality
         with fp32_math("fp32"), python_warnings():
             denoise_file(self._runner(ensemble), job, bit_depth, image=image, quality=quality)
         return job.dst
@@ -192,9 +193,10 @@ def load(
     models are downloaded once into the cache and verified by SHA-256, as the commands do.
     ``device``: ``auto`` (the first CUDA GPU, else the CPU), ``cpu``, ``cuda``, ``cuda:N``,
     ``mps`` or a ``torch.device``. ``precision``: ``auto`` (bf16 where the hardware computes it
-    natively, as ``aprrd denoise`` chooses), ``fp32`` or ``bf16``. ``tile``: None (tile images
-    over 1 MP), 0 (whole images) or a core size of at least 64 pixels; ``overlap``: the context
-    margin of each tile. ``patch_windows``: run in windows of the training patch size (teachers).
+    natively, as ``aprrd denoise`` chooses), ``fp32`` or ``bf16``. ``tile``: None (the whole
+    image when it fits half the memory at hand, else the tiles that fit), 0 (whole images) or a
+    core size of at least 64 pixels; ``overlap``: the context margin of each tile.
+    ``patch_windows``: run in windows of the training patch size (teachers).
     ``ensemble``: the x8 self-ensemble by default in ``denoise``.
     """
     with python_warnings():

@@ -26,6 +26,8 @@ Environment:
                              is not a terminal (30)
   APRRD_CPU_BF16             1 or 0: whether this CPU computes bf16 natively
                              (default: read from the CPU's flags)
+  APRRD_MEMORY_GB            memory the default tiling may plan with, in GB
+                             (default: what the machine has available)
   APRRD_DDP_TIMEOUT_MINUTES  minutes DDP processes wait for each other (60)
   APRRD_MALLOC               'default' leaves glibc's malloc as it is"""
 

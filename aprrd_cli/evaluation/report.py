@@ -29,7 +29,7 @@ class Measured:
     precision: str
     precision_reason: str
     ensemble: bool
-    tile: int | None  # None: automatic (images over 1 MP are tiled)
+    tile: int | None  # None: automatic (whole when it fits half the memory at hand)
     overlap: int
     patch_windows: bool
     pairs: Path | None = None
@@ -71,7 +71,7 @@ def build_report(measured: Measured, scores: dict) -> dict:
         "precision_reason": m.precision_reason,
         "ensemble": m.ensemble,
         "tiling": {
-            "tile": "auto" if m.tile is None else m.tile,  # auto: images over 1 MP are tiled
+            "tile": "auto" if m.tile is None else m.tile,  # auto: inference.plan_tile's rule
             "overlap": m.overlap,
             "patch_windows": m.patch_windows,
         },
