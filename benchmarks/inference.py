@@ -57,7 +57,7 @@ def student_inference(ctx: Context) -> Section:
     else:
         ctx.log("  12 MP photo (4000x3000), tiled; this takes a few minutes")
         big = ctx.photo(3000, 4000)
-        den_big = Denoiser(model, CPU)  # the CLI's default: tiles of 512 with a 96-pixel margin
+        den_big = Denoiser(model, CPU, tile=DEFAULT_TILE)  # the baseline's 512-pixel tiles, 96-pixel margin
         outs: dict[str, torch.Tensor] = {}
 
         def run_base() -> None:
