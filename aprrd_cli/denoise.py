@@ -173,10 +173,11 @@ def denoise_file(
     arr, info = image if image is not None else read_image(job.src)
     dtype = target_dtype(info, job.dst, bit_depth)
     out = denoise_array(denoiser, arr, info, dtype, str(job.src), on_tile)
-    if format_for(job.dst) == "jpeg" and out.shape[2] in (2, 4):
+    fmt = formats.for_path(job.dst)
+    if not fmt.alpha and out.shape[2] in (2, 4):  # the table says which formats hold alpha (JPEG does not)
         warn(
-            f"{job.src}: JPEG output {job.dst} cannot hold transparency; alpha left out (to keep it, name the "
-            "output .png or .tif; in a folder run, give --format png or tif)"
+            f"{job.src}: {fmt.label} output {job.dst} cannot hold transparency; alpha left out (to keep it, name "
+            "the output .png or .tif; in a folder run, give --format png or tif)"
         )
         out = out[:, :, :-1]
     write_image(
